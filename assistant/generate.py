@@ -122,6 +122,21 @@ class _StopFlag:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+def _counting_streamer(tokenizer: Any, end_ids: list[int]):
+    """A TextIteratorStreamer that also counts the answer's tokens (end-of-turn excluded)."""
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        new_tokens = 0
+
+        def put(self, value):
+            if not (self.skip_prompt and self.next_tokens_are_prompt):
+                self.new_tokens += sum(1 for t in value.reshape(-1).tolist() if t not in end_ids)
+            super().put(value)
+
+    return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+
+
 class Bot:
     """A variant ready to answer: shared base (+ adapter), template, retriever, examples.
 
@@ -233,16 +248,17 @@ class Bot:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    def stream(self, prepared: PreparedPrompt) -> Iterator[str]:
+    def stream(self, prepared: PreparedPrompt, stats: dict[str, Any] | None = None) -> Iterator[str]:
         """Yields the answer's text piece by piece as tokens are generated; stops at the end of turn.
 
-        Closing the iterator early (the user left) stops generation at the next token.
+        Closing the iterator early (the user left) stops generation at the next token. When given,
+        ``stats["new_tokens"]`` is set to the number of answer tokens once the stream ends.
         """
         import torch
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteriaList
 
         base = self.base
-        streamer = TextIteratorStreamer(base.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        streamer = _counting_streamer(base.tokenizer, self._end_ids)
         stop = _StopFlag()
         failure: list[BaseException] = []
         input_ids = torch.tensor([prepared.input_ids], device=base.model.device)
@@ -271,6 +287,8 @@ class Bot:
         finally:
             stop.event.set()
             worker.join()
+            if stats is not None:
+                stats["new_tokens"] = streamer.new_tokens
         if failure:
             raise failure[0]
 
@@ -280,14 +298,14 @@ class Bot:
         prepared = self.prepare(history)
         first = None
         pieces = []
-        for piece in self.stream(prepared):
+        stats: dict[str, Any] = {}
+        for piece in self.stream(prepared, stats):
             if first is None:
                 first = time.perf_counter() - started
             pieces.append(piece)
-        text = "".join(pieces).strip()
         seconds = time.perf_counter() - started
-        new_tokens = len(self.base.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return Reply(text, prepared.passages, len(prepared.input_ids), new_tokens, seconds, first)
+        text = "".join(pieces).strip()
+        return Reply(text, prepared.passages, len(prepared.input_ids), stats["new_tokens"], seconds, first)
 
     def reply_batch(self, histories: list[list[dict[str, str]]], batch_size: int = 8) -> list[Reply]:
         """Answers many conversations, ``batch_size`` at a time with left padding (for evaluation)."""

@@ -1,0 +1,80 @@
+import pytest
+
+from assistant.config import ConfigError, Variant, load_variant, variant_from_dict
+
+
+def test_hash_is_stable_ignores_name_and_follows_settings():
+    a = variant_from_dict({"name": "a"})
+    b = variant_from_dict({"name": "b"})
+    assert a.variant_hash() == b.variant_hash()
+    assert len(a.variant_hash()) == 12
+    c = variant_from_dict({"generation": {"max_new_tokens": 17}})
+    assert c.variant_hash() != a.variant_hash()
+    # The same settings read back from their YAML give the same hash.
+    import yaml
+
+    assert variant_from_dict(yaml.safe_load(c.to_yaml())).variant_hash() == c.variant_hash()
+
+
+def test_hash_does_not_depend_on_where_the_file_lives(tmp_path):
+    text = "prompt:\n  template: support.j2\ncontext:\n  documents: docs\n"
+    for sub in ("one", "two"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "v.yaml").write_text(text)
+    one, two = load_variant(tmp_path / "one" / "v.yaml"), load_variant(tmp_path / "two" / "v.yaml")
+    assert one.variant_hash() == two.variant_hash()
+    assert one.resolve(one.context.documents) == (tmp_path / "one" / "docs").resolve()
+
+
+def test_every_problem_reported_at_once(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "model:\n  quantization: int3\n  colour: blue\n"
+        "generation:\n  max_new_tokens: many\n"
+        "context:\n  top_k: 0\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_variant(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "model.quantization: 'int3' is not one of 'nf4', 'none'" in message
+    assert "model.colour: unknown setting" in message
+    assert "generation.max_new_tokens: expected an integer, got 'many'" in message
+    assert "3 problem(s)" in message  # range checks wait until the types are right
+
+
+def test_range_errors_and_overrides_are_typed():
+    variant = load_variant(None, ["generation.max_new_tokens=64", "generation.temperature=0.7", "context.top_k=5"])
+    assert variant.generation.max_new_tokens == 64 and variant.generation.temperature == 0.7
+    assert variant.context.top_k == 5
+    with pytest.raises(ConfigError, match="context.top_k: must be at least 1"):
+        load_variant(None, ["context.top_k=0"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_variant(None, ["context.top_k"])
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model:\n  base: x\n  quantization: [nf4\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml:\d+: not valid YAML"):
+        load_variant(path)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="no such variant file"):
+        load_variant("does/not/exist.yaml")
+
+
+def test_defaults_use_the_embedded_base_and_a_plain_prompt():
+    v = Variant()
+    assert v.model.base == "smollm2-135m-instruct"
+    assert v.model.trust_remote_code is False
+    assert v.model.quantization == "nf4"
+
+
+def test_demo_variant_loads():
+    from tests.conftest import ROOT
+
+    v = load_variant(ROOT / "configs" / "tidewater.yaml")
+    assert v.prompt.template == "support.j2"
+    assert v.resolve(v.context.documents).is_dir()
