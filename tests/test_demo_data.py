@@ -1,0 +1,62 @@
+"""The demo domain's data keeps its contract: sizes, labels, alternation, and no leakage into evaluation."""
+
+import json
+import re
+
+import pytest
+
+from tests.conftest import ROOT
+
+DATA = ROOT / "data" / "tidewater"
+INTENTS = {"order_status", "shipping", "returns", "refund", "warranty", "billing", "product_info",
+           "troubleshooting", "subscription", "account", "promotions", "other"}
+SENTIMENTS = {"positive", "neutral", "negative"}
+
+
+def rows(name):
+    return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def words(text):
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def test_documents_and_sizes():
+    assert len(list((DATA / "docs").glob("*.md"))) >= 25
+    assert len(rows("train.jsonl")) >= 300
+    assert len(rows("eval.jsonl")) >= 80
+
+
+def test_training_conversations_alternate_and_every_customer_message_is_labelled():
+    seen = set()
+    for row in rows("train.jsonl"):
+        roles = [m["role"] for m in row["messages"]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2), row["id"]
+        for m in row["messages"]:
+            assert m["content"].strip()
+            if m["role"] == "user":
+                assert m["intent"] in INTENTS and m["sentiment"] in SENTIMENTS, row["id"]
+        assert (DATA / "docs" / row["source"]).is_file()
+        assert row["id"] not in seen
+        seen.add(row["id"])
+
+
+def test_eval_cases_paraphrase_training_questions_without_copying():
+    train = {row["id"]: row for row in rows("train.jsonl")}
+    train_questions = {re.sub(r"\W+", " ", m["content"].lower()).strip()
+                       for row in train.values() for m in row["messages"] if m["role"] == "user"}
+    for case in rows("eval.jsonl"):
+        question = case["messages"][0]["content"]
+        assert case["reference"].strip() and case["intent"] in INTENTS and case["sentiment"] in SENTIMENTS
+        assert re.sub(r"\W+", " ", question.lower()).strip() not in train_questions, case["id"]
+        original = train[case["paraphrase_of"]]["messages"][0]["content"]
+        a, b = words(question), words(original)
+        assert len(a & b) / len(a | b) < 0.6, case["id"]
+        if "keyword" in case:
+            assert case["keyword"].lower() in case["reference"].lower()
+
+
+@pytest.mark.parametrize("field,values", [("intent", INTENTS), ("sentiment", SENTIMENTS)])
+def test_every_label_is_used(field, values):
+    assert {c[field] for c in rows("eval.jsonl")} == values
+    assert {m[field] for r in rows("train.jsonl") for m in r["messages"] if m["role"] == "user"} == values
