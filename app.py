@@ -114,7 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
     parser.add_argument("--concurrency", type=int, default=2,
-                        help="answers generated at once; further requests wait in the queue (default 2)")
+                        help="requests handled at once (default 2); generation itself runs one request at a "
+                        "time per loaded model, the rest wait in the queue")
     parser.add_argument("--no-preload", action="store_true",
                         help="load the model on the first message instead of right after start-up")
     return parser.parse_args(argv)

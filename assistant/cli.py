@@ -161,6 +161,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_variant(args: argparse.Namespace) -> int:
+    from assistant.config import commented_yaml
+
+    print(commented_yaml(_load(args)), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assistant",
@@ -188,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Load the variant's model and describe it.")
     _variant_options(info)
     info.set_defaults(run=cmd_info)
+
+    variant = verbs.add_parser("variant", help="print every setting of a variant, documented, with its hash",
+                               description="Print the resolved variant (defaults < file < --set) as YAML with "
+                               "a comment on each setting: a starting point for your own variant file.")
+    _variant_options(variant)
+    variant.set_defaults(run=cmd_variant)
     return parser
 
 

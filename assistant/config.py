@@ -117,6 +117,44 @@ class Variant:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def setting_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a settings dataclass (the string right under each field)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+
+def commented_yaml(variant: Variant) -> str:
+    """The variant as YAML with each setting's description as a comment above it."""
+    import yaml
+
+    lines = [f"# variant hash {variant.variant_hash()}"]
+    top_docs = setting_docs(Variant)
+    for f in dataclasses.fields(variant):
+        if f.name == "root":
+            continue
+        value = getattr(variant, f.name)
+        if not dataclasses.is_dataclass(value):
+            lines += [f"# {top_docs.get(f.name, '')}", yaml.safe_dump({f.name: value}).rstrip()]
+            continue
+        lines.append(f"{f.name}:")
+        docs = setting_docs(type(value))
+        for inner in dataclasses.fields(value):
+            lines.append(f"  # {docs.get(inner.name, '')}")
+            dumped = yaml.safe_dump({inner.name: getattr(value, inner.name)}, default_flow_style=False).rstrip()
+            lines += ["  " + line for line in dumped.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Loading: dict -> dataclass with type checks that collect every error.
 

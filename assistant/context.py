@@ -11,8 +11,10 @@ by reciprocal rank, which is robust to their scores living on different scales.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -161,10 +163,15 @@ class BM25Index:
 
 
 class DenseIndex:
-    """Cosine similarity of sentence embeddings (mean pooling, as the model was trained)."""
+    """Cosine similarity of sentence embeddings (mean pooling, as the model was trained).
 
-    def __init__(self, passages: Sequence[Passage]):
+    Passage embeddings are cached on disk by a hash of the passages and the model, so only the first
+    start over a set of documents pays for embedding them.
+    """
+
+    def __init__(self, passages: Sequence[Passage], cache: Path | None = None):
         import torch
+        from safetensors.torch import load_file, save_file
         from transformers import AutoModel, AutoTokenizer
 
         folder = embedder_path()
@@ -172,7 +179,17 @@ class DenseIndex:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModel.from_pretrained(folder).eval()
         self.torch = torch
-        self.matrix = self.embed([f"{p.heading}\n{p.text}" for p in passages])
+        texts = [f"{p.heading}\n{p.text}" for p in passages]
+        digest = hashlib.sha256("\x00".join([str(folder), *texts]).encode()).hexdigest()[:16]
+        path = (cache or _embedding_cache()) / f"{digest}.safetensors"
+        if path.is_file():
+            self.matrix = load_file(path)["embeddings"]
+        else:
+            self.matrix = self.embed(texts)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = path.with_suffix(f".{os.getpid()}.tmp")
+            save_file({"embeddings": self.matrix.contiguous()}, staging)
+            os.replace(staging, path)  # readers never see a half-written file
 
     def embed(self, texts: list[str], batch: int = 32):
         torch = self.torch
@@ -195,6 +212,12 @@ class DenseIndex:
         scores = self.scores(query)
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return [self.passages[i] for i in order[:k]]
+
+
+def _embedding_cache() -> Path:
+    from assistant.models import cache_dir
+
+    return cache_dir() / "embeddings"
 
 
 def embedder_path() -> Path:

@@ -78,3 +78,22 @@ def test_demo_variant_loads():
     v = load_variant(ROOT / "configs" / "tidewater.yaml")
     assert v.prompt.template == "support.j2"
     assert v.resolve(v.context.documents).is_dir()
+
+
+def test_commented_yaml_documents_every_setting_and_round_trips():
+    import yaml
+
+    from assistant.config import commented_yaml
+
+    variant = variant_from_dict({"prompt": {"variables": {"company": "Acme"}}, "context": {"top_k": 4}})
+    text = commented_yaml(variant)
+    assert text.startswith(f"# variant hash {variant.variant_hash()}")
+    assert "# Passages retrieved for each user message." in text
+    import dataclasses
+
+    from assistant.config import ContextSettings, GenerationSettings, ModelSettings, PromptSettings
+
+    sections = (ModelSettings, PromptSettings, ContextSettings, GenerationSettings)
+    assert text.count("\n  # ") == sum(len(dataclasses.fields(c)) for c in sections)  # one comment per setting
+    assert "  # \n" not in text  # and none of them empty
+    assert variant_from_dict(yaml.safe_load(text)).variant_hash() == variant.variant_hash()

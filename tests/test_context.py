@@ -59,7 +59,8 @@ def test_load_documents_reads_folder_and_reports_problems(tmp_path):
         load_documents(tmp_path / "missing")
 
 
-def test_dense_and_hybrid_retrieval_offline():
+def test_dense_and_hybrid_retrieval_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASSISTANT_CACHE", str(tmp_path))
     passages = [
         Passage("ship.md", "Shipping", "Parcels to Canada arrive in five to eight business days."),
         Passage("e3.md", "E3", "Error E3 means the boiler needs descaling."),
@@ -70,6 +71,11 @@ def test_dense_and_hybrid_retrieval_offline():
     assert dense.search("stop my coffee deliveries for a while", 1)[0].source == "sub.md"
     hybrid = Retriever(passages, "hybrid")
     assert hybrid.search("how long does delivery to Canada take", 1)[0].source == "ship.md"
+    cached = list((tmp_path / "embeddings").glob("*.safetensors"))
+    assert len(cached) == 1  # the second index reused the first one's embeddings
+    import torch
+
+    assert torch.allclose(hybrid.dense.matrix, dense.dense.matrix)
 
 
 def _history(turns: int) -> list[dict[str, str]]:

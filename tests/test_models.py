@@ -44,6 +44,16 @@ def test_cli_missing_model_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_unreachable_hub_id_is_a_clear_error():
+    # Tests run with HF_HUB_OFFLINE=1 (conftest), as on any machine without a hub.
+    result = subprocess.run(
+        [sys.executable, "-m", "assistant", "info", "--base", "someone/not-cached-model"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Hugging Face hub" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_publish_atomically_under_a_race_and_a_crash(tmp_path):
     destination = tmp_path / "cache" / "model"
     calls = []
