@@ -14,10 +14,11 @@ from pathlib import Path
 
 from assistant.config import ConfigError, load_variant
 from assistant.context import ContextError
+from assistant.data import DataError
 from assistant.models import ModelNotFoundError
 from assistant.prompts import PromptError
 
-USER_ERRORS = (ConfigError, ContextError, ModelNotFoundError, PromptError)
+USER_ERRORS = (ConfigError, ContextError, DataError, ModelNotFoundError, PromptError)
 EXIT_USER_ERROR = 2
 
 
@@ -168,6 +169,98 @@ def cmd_variant(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dotted_overrides(extra: list[str]) -> list[str]:
+    """Turns ['--training.learning_rate', '1e-4', '--name=x'] into ['training.learning_rate=1e-4', 'name=x']."""
+    overrides, i = [], 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--"):
+            raise ConfigError(f"unexpected argument {item!r}: settings are given as --section.key value")
+        if "=" in item:
+            overrides.append(item[2:])
+            i += 1
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            overrides.append(f"{item[2:]}={extra[i + 1]}")
+            i += 2
+        else:
+            raise ConfigError(f"{item}: missing its value")
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from assistant.config import load_train_config
+    from assistant.train import train
+
+    config = load_train_config(args.config, _dotted_overrides(args.extra))
+    folder = train(config, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    print(f"adapter written to {folder}")
+    print((folder / "README.md").read_text().split("## Training")[0].split("## Loss")[1].strip())
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from assistant.data import check_records, eval_questions, format_problems, read_jsonl, token_stats
+
+    if args.config:
+        return _check_with_config(args)
+    if not args.files:
+        raise ConfigError("data check: name JSONL files, or a training config with --config")
+    problems: list[str] = []
+    records = []
+    for path in args.files:
+        found, read_problems = read_jsonl(Path(path))
+        records += found
+        problems += read_problems
+    leak = []
+    for path in args.eval or []:
+        leak += eval_questions(Path(path))
+    from assistant.models import shared_tokenizer
+
+    tokenizer = shared_tokenizer(args.base)[0]
+
+    def count(record) -> int:
+        messages = [m for m in record.messages if m["role"] in ("system", "user", "assistant")]
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    need_answer = not all("text" in r.row for r in records)
+    problems += check_records(records, need_answer=need_answer, count_tokens=count, max_tokens=args.max_tokens,
+                              eval_questions=leak)
+    if problems:
+        print(format_problems(problems), file=sys.stderr)
+        return 1
+    stats = token_stats([count(r) for r in records])
+    print(f"{len(records)} rows, no problems. Tokens per row (base tokenizer, chat template, no prompt "
+          f"template): mean {stats['mean']:.0f}, median {stats['median']}, p95 {stats['p95']}, max {stats['max']}, "
+          f"total {stats['total']}")
+    return 0
+
+
+def _check_with_config(args: argparse.Namespace) -> int:
+    from assistant.config import load_train_config
+    from assistant.train import estimate, measure_steps, prepare_data, serving_variant
+
+    config = load_train_config(args.config, _dotted_overrides(args.extra))
+    variant = serving_variant(config)
+    try:
+        data = prepare_data(config, variant)
+    except DataError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return 1
+    tokens = data.stats["tokens"]
+    print(f"no problems. Examples rendered with template {variant.prompt.template} as served:")
+    for name in data.stats["examples"]:
+        print(f"  {name}: {data.stats['examples'][name]} train, {data.stats['validation'][name]} validation, "
+              f"{data.stats['mixture'][name]} per epoch in the mixture")
+    print(f"tokens per example: mean {tokens['mean']:.0f}, median {tokens['median']}, p95 {tokens['p95']}, "
+          f"max {tokens['max']}; answer tokens per epoch {data.stats['answer_tokens_per_epoch']} of "
+          f"{data.stats['train_tokens_per_epoch']}")
+    measured = None if args.no_measure else measure_steps(config, variant, data)
+    plan = estimate(config, data, measured)
+    print("pre-flight: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in plan.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assistant",
@@ -201,12 +294,44 @@ def build_parser() -> argparse.ArgumentParser:
                                "a comment on each setting: a starting point for your own variant file.")
     _variant_options(variant)
     variant.set_defaults(run=cmd_variant)
+
+    train = verbs.add_parser(
+        "train", help="train a LoRA adapter (QLoRA on a 4-bit base) from a training config",
+        description="Train a LoRA adapter as the config says and write adapters/<name>/. Any setting can be "
+        "overridden after the config: --training.learning_rate 1e-4 --lora.r 8 --name try2.")
+    train.add_argument("config", help="training YAML file (see configs/tidewater-train.yaml)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run of the same name from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing adapter of the same name")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=cmd_train)
+
+    data = verbs.add_parser("data", help="check training data", description="Check training data.")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
+    check = data_verbs.add_parser(
+        "check", help="report every problem in JSONL training files, token statistics and a pre-flight estimate",
+        description="Report every problem with file:line (invalid JSON, roles, order, empty or missing answers, "
+        "over-length rows, exact and near duplicates, overlap with evaluation cases) and exit 1 if there is "
+        "any. With --config, examples are rendered exactly as training renders them and a 2-step dry run "
+        "measures speed and memory for the pre-flight estimate.")
+    check.add_argument("files", nargs="*", help="JSONL files: chat messages, prompt/completion, or text/label rows")
+    check.add_argument("--config", help="training YAML: check its tasks' files as the run would")
+    check.add_argument("--eval", action="append", metavar="FILE",
+                       help="evaluation cases; training rows that repeat one are reported as leakage (repeatable)")
+    check.add_argument("--base", default="smollm2-135m-instruct", help="model whose tokenizer counts tokens")
+    check.add_argument("--max-tokens", type=int, default=1024, help="longest allowed row in tokens (default 1024)")
+    check.add_argument("--no-measure", action="store_true", help="with --config: skip the 2-step dry run")
+    check.set_defaults(run=cmd_data_check)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.run not in (cmd_train, cmd_data_check):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return args.run(args)
     except USER_ERRORS as exc:

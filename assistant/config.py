@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -171,6 +172,11 @@ def _check_value(value: Any, annotation: Any, where: str, errors: list[str]) -> 
         if value not in args:
             errors.append(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            errors.append(f"{where}: expected a list, got {type(value).__name__}")
+            return value
+        return [_check_value(item, args[0], f"{where}[{i}]", errors) for i, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             errors.append(f"{where}: expected a mapping of names to text, got {type(value).__name__}")
@@ -187,6 +193,12 @@ def _check_value(value: Any, annotation: Any, where: str, errors: list[str]) -> 
             errors.append(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads '1e-4' (no dot) as text; accept any number written that way.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             errors.append(f"{where}: expected a number, got {value!r}")
             return value
@@ -311,3 +323,164 @@ def load_variant(path: str | Path | None = None, overrides: list[str] | tuple[st
         root = path.parent
     data = apply_overrides(data, list(overrides))
     return variant_from_dict(data, source, root)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training: what `assistant train CONFIG.yaml` reads.
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TaskSettings:
+    name: str = "support"
+    """Task name; per-task validation loss is reported under it."""
+    file: str = ""
+    """JSONL training file (chat messages, prompt/completion, or text/label rows)."""
+    kind: Literal["chat", "label"] = "chat"
+    """'chat': learn the assistant replies; 'label': learn to answer each user message with its label."""
+    label_field: str = "label"
+    """For 'label' tasks: the message field holding the label (e.g. intent), or 'label' for text/label rows."""
+    instruction: str = "Classify the customer's message. Answer with exactly one of: {labels}."
+    """For 'label' tasks: the system instruction; {labels} becomes the list of labels seen in the data."""
+    template: str | None = None
+    """Prompt template; default: the variant's for 'chat', classify.j2 for 'label'."""
+    weight: float = 1.0
+    """Copies of this task's examples per epoch of the mixture: 1 each once, 0.25 a random quarter, 2 twice."""
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    """LoRA rank."""
+    alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input: regularization against overfitting."""
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    """Linear layers that get an adapter (default: every attention and MLP projection)."""
+    last_layers: int | None = None
+    """Adapt only the last N transformer layers (transfer learning: keep early features frozen); none = all."""
+
+
+@dataclass
+class TrainingSettings:
+    epochs: float = 2.0
+    """Passes over the training mixture (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps."""
+    batch_size: int = 4
+    """Examples per forward pass."""
+    grad_accum: int = 1
+    """Forward passes per optimizer step (effective batch = batch_size x grad_accum)."""
+    learning_rate: float = 2e-4
+    """Peak learning rate."""
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warmup."""
+    warmup_ratio: float = 0.05
+    """Share of the steps spent warming the learning rate up from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the adapter weights."""
+    max_seq_len: int = 1024
+    """Longest example in tokens (rendered prompt + answer); longer ones are a data error."""
+    validation_split: float = 0.1
+    """Share of each task's rows held out for validation (when no validation_file)."""
+    validation_file: str | None = None
+    """Validation rows for the first task instead of a split."""
+    test_file: str | None = None
+    """Held-out cases (e.g. the evaluation set) whose loss is reported for the base and the adapter."""
+    eval_every: int = 20
+    """Validation loss every N optimizer steps (a checkpoint is saved at the same steps)."""
+    patience: int = 3
+    """Early stopping: stop after N validations without improvement; 0 turns it off."""
+    keep_checkpoints: int = 2
+    """Recent checkpoints kept for --resume (the best one is always kept)."""
+    seed: int = 0
+    """Seed for the split, the mixture, LoRA initialisation and data order."""
+
+
+@dataclass
+class TrainConfig:
+    name: str = "adapter"
+    """Adapter name: the result is written to adapters/<name>/."""
+    variant: str | None = None
+    """Variant file whose base model, prompt and retrieval the adapter is trained with (and served with)."""
+    quantization: Literal["nf4", "none"] | None = None
+    """Base weights while training: nf4 (QLoRA) or none; default: the variant's."""
+    output_dir: str = "adapters"
+    """Folder that receives adapters/<name>/."""
+    runs_dir: str = "runs"
+    """Folder for checkpoints and TensorBoard logs of runs in progress."""
+    tasks: list[TaskSettings] = field(default_factory=lambda: [TaskSettings()])
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    search: dict[str, str] = field(default_factory=dict)
+    """For `assistant sweep`: setting -> range, e.g. training.learning_rate: 'loguniform 1e-5 1e-3'."""
+    root: str = "."
+    """Folder of the config file; relative paths resolve against it."""
+
+    def resolve(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (Path(self.root) / path).resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("root")
+        return data
+
+
+def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Reads a training YAML file and applies KEY=VALUE overrides; every problem reported at once."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such training config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    data = apply_overrides(data, list(overrides))
+    errors: list[str] = []
+    data.pop("root", None)
+    config = _build(TrainConfig, data, "", errors)
+    config.root = str(path.parent.resolve())
+    if not errors:
+        t = config.training
+        if not config.tasks:
+            errors.append("tasks: at least one task is needed")
+        for i, task in enumerate(config.tasks):
+            if not task.file:
+                errors.append(f"tasks[{i}].file: a training file is needed")
+            elif not config.resolve(task.file).is_file():
+                errors.append(f"tasks[{i}].file: {config.resolve(task.file)} does not exist")
+            if task.weight <= 0:
+                errors.append(f"tasks[{i}].weight: must be above 0")
+        if len({task.name for task in config.tasks}) != len(config.tasks):
+            errors.append("tasks: names must be distinct")
+        for key in ("validation_file", "test_file"):
+            value = getattr(t, key)
+            if value and not config.resolve(value).is_file():
+                errors.append(f"training.{key}: {config.resolve(value)} does not exist")
+        if config.variant and not config.resolve(config.variant).is_file():
+            errors.append(f"variant: {config.resolve(config.variant)} does not exist")
+        if not 0 <= t.validation_split < 1:
+            errors.append("training.validation_split: must be in [0, 1)")
+        if t.validation_split == 0 and not t.validation_file:
+            errors.append("training: set validation_split above 0 or a validation_file (early stopping needs one)")
+        for key in ("batch_size", "grad_accum", "eval_every", "max_seq_len"):
+            if getattr(t, key) < 1:
+                errors.append(f"training.{key}: must be at least 1")
+        if config.lora.r < 1:
+            errors.append("lora.r: must be at least 1")
+        if not 0 <= config.lora.dropout < 1:
+            errors.append("lora.dropout: must be in [0, 1)")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", config.name):
+            errors.append(f"name: {config.name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+    if errors:
+        raise ConfigError(f"{path}: {len(errors)} problem(s):\n  " + "\n  ".join(errors))
+    return config

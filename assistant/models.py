@@ -330,3 +330,41 @@ def use_adapter(base: LoadedBase, adapter_name: str | None):
     else:
         model.set_adapter(adapter_name)
         yield model
+
+
+def disable_cpu_4bit_repacking(model: Any) -> int:
+    """Keeps bitsandbytes 4-bit layers trainable on CPUs with AVX512-BF16.
+
+    On such CPUs bitsandbytes 0.50 repacks a 4-bit weight for a fused inference kernel the first time a
+    layer runs in eval mode without gradients (generation, a validation pass). Later training forwards
+    then go through ``bitsandbytes::gemv_4bit``, which has no autograd kernel, and the gradient through the
+    frozen base is silently dropped. This turns the repacking off on every 4-bit layer and undoes any that
+    already happened. Returns the number of layers it changed.
+    """
+    try:
+        import bitsandbytes as bnb
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+    except ImportError:  # no bitsandbytes, no 4-bit layers
+        return 0
+    changed = 0
+    for module in model.modules():
+        if not isinstance(module, bnb.nn.Linear4bit):
+            continue
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+        weight = module.weight
+        if getattr(weight.quant_state, "packing_format_for_cpu", False):
+            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(weight.data, weight.quant_state)
+            changed += 1
+    return changed
+
+
+def repacked_4bit_layers(model: Any) -> list[str]:
+    """Names of 4-bit layers whose weights are in the CPU inference packing (no gradients flow through)."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return []
+    return [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)
+            and getattr(module.weight.quant_state, "packing_format_for_cpu", False)]

@@ -1,0 +1,182 @@
+"""Training on the tiny model: what changes, what is written, and that training renders what serving renders."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from assistant.config import ConfigError, load_train_config
+from assistant.generate import Bot
+from tests.conftest import ROOT
+
+INTENTS = ["returns", "shipping", "billing"]
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_model_dir):
+    """A training config on the tiny model with two tasks (chat replies, intent labels)."""
+    rows = []
+    for i in range(48):
+        intent = INTENTS[i % 3]
+        rows.append({"messages": [
+            {"role": "user", "content": f"Question {i} about {intent} for order {1000 + i}", "intent": intent},
+            {"role": "assistant", "content": f"Answer {i}: {intent} takes {i % 7 + 2} days."}]})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"question": "What about refunds for a broken kettle lid?",
+                                                     "reference": "Refunds take 5 days."}) + "\n")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "returns.md").write_text("# Returns\n\nReturns take 30 days.\n\n# Shipping\n\nShipping takes 3 days.\n")
+    (tmp_path / "variant.yaml").write_text(yaml.safe_dump({
+        "model": {"base": str(tiny_model_dir), "quantization": "none", "device": "cpu"},
+        "prompt": {"template": "support.j2", "variables": {"company": "Acme", "persona": "an agent", "tone": "Be brief."}},
+        "context": {"documents": "docs", "top_k": 1},
+        "generation": {"max_new_tokens": 8},
+    }))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump({
+        "name": "tiny-adapter", "variant": "variant.yaml", "output_dir": "adapters", "runs_dir": "runs",
+        "tasks": [{"name": "support", "file": "train.jsonl"},
+                  {"name": "intent", "file": "train.jsonl", "kind": "label", "label_field": "intent", "weight": 0.5}],
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "training": {"max_steps": 8, "batch_size": 4, "learning_rate": 0.005, "eval_every": 4, "patience": 0,
+                     "validation_split": 0.25, "test_file": "eval.jsonl"},
+    }))
+    return tmp_path
+
+
+def test_training_example_is_the_served_prompt_plus_the_answer(workspace):
+    from assistant.train import IGNORE, encode, serving_variant
+
+    config = load_train_config(workspace / "train.yaml")
+    bot = Bot(serving_variant(config))
+    history = [{"role": "user", "content": "How long do returns take?"}]
+    ids, labels = encode(bot, history, "Returns take 30 days.")
+    served = bot.prepare(history)
+    n = len(served.input_ids)
+    assert ids[:n] == served.input_ids  # identical up to the answer ...
+    assert labels[:n] == [IGNORE] * n  # ... which is all the loss sees
+    answer = bot.tokenizer.decode(ids[n:])
+    assert answer.startswith("Returns take 30 days.<|im_end|>")
+    assert "returns.md" in bot.tokenizer.decode(ids[:n])  # retrieval is part of the trained prompt
+
+
+def test_mixture_weights_are_copies_per_epoch(workspace):
+    from assistant.train import prepare_data, serving_variant
+
+    config = load_train_config(workspace / "train.yaml")
+    data = prepare_data(config, serving_variant(config))
+    assert data.stats["examples"] == {"support": 36, "intent": 36}
+    assert data.stats["validation"] == {"support": 12, "intent": 12}
+    assert data.stats["mixture"] == {"support": 36, "intent": 18}
+
+
+def test_train_changes_only_lora_weights_and_writes_a_complete_adapter(workspace):
+    import torch
+    from safetensors.torch import load_file
+
+    from assistant.train import build_model, serving_variant, train
+
+    config = load_train_config(workspace / "train.yaml")
+    _, fresh = build_model(config, serving_variant(config))
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    folder = train(config, quiet=True)
+
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors", "card.yaml", "loss.csv", "loss.png",
+        "tensorboard", "variant.yaml"]
+    assert not list((workspace / "adapters").glob(".*"))  # no staging folder left behind
+    trained = load_file(folder / "adapter_model.safetensors")
+    lora_b = [k for k in trained if "lora_B" in k]
+    assert lora_b and all(trained[k].abs().sum() > 0 for k in lora_b)  # B starts at zero: it moved
+
+    # Base weights are untouched: reload the adapter onto a fresh base and compare every non-LoRA tensor.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(config.resolve("variant.yaml").parent / serving_variant(config).model.base)
+    tuned = PeftModel.from_pretrained(base, folder)
+    after = tuned.state_dict()
+    for key, value in before.items():
+        if "lora_" not in key:
+            assert torch.equal(after[key], value), key
+
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    assert card["prompt_template"]["name"] == "support.j2" and len(card["prompt_template"]["sha256"]) == 12
+    assert card["base_model"]["location_sha256"] and card["base_model"]["quantization"] == "none"
+    assert set(card["data"]["files"]) == {str(workspace / "train.jsonl")}
+    assert card["hyperparameters"]["lora"]["r"] == 4 and card["training"]["steps"] == 8
+    for split in ("base", "adapter"):
+        assert {"eval_support_loss", "eval_intent_loss", "test_loss"} <= set(card["metrics"][split])
+    assert card["metrics"]["adapter"]["eval_support_loss"] < card["metrics"]["base"]["eval_support_loss"]
+    assert "torch" in card["packages"] and card["training"]["wall_seconds"] > 0
+    losses = (folder / "loss.csv").read_text().splitlines()
+    assert losses[0].startswith("step,") and "eval_support_loss" in losses[0] and len(losses) > 2
+    assert list((folder / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_adapter_loads_in_a_fresh_process_with_transformers_and_peft_only(workspace):
+    from assistant.train import train
+
+    config = load_train_config(workspace / "train.yaml", ["training.max_steps=2", "training.eval_every=2"])
+    folder = train(config, quiet=True)
+    base = yaml.safe_load((workspace / "variant.yaml").read_text())["model"]["base"]
+    code = (f"import sys; from transformers import AutoModelForCausalLM; from peft import PeftModel; "
+            f"m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({base!r}), {str(folder)!r}); "
+            f"assert not any(n.startswith('assistant') for n in sys.modules); print(type(m).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "PeftModelForCausalLM"
+
+
+def test_served_adapter_variant_answers_from_the_adapter(workspace):
+    from assistant.config import load_variant
+    from assistant.train import train
+
+    folder = train(load_train_config(workspace / "train.yaml"), quiet=True)
+    served = load_variant(folder / "variant.yaml")
+    assert served.resolve(served.model.adapter) == folder
+    bot = Bot(served)
+    reply = bot.reply([{"role": "user", "content": "Question 3 about returns for order 1003"}])
+    assert reply.passages and reply.passages[0].source == "returns.md"  # retrieval paths still resolve
+
+
+def test_existing_adapter_is_not_overwritten_by_accident(workspace):
+    from assistant.data import DataError
+    from assistant.train import train
+
+    config = load_train_config(workspace / "train.yaml", ["training.max_steps=2", "training.eval_every=2"])
+    train(config, quiet=True)
+    with pytest.raises(DataError, match="exists; pass --overwrite"):
+        train(config, quiet=True)
+    assert train(config, quiet=True, overwrite=True).is_dir()
+
+
+def test_bad_data_stops_before_the_model_loads_and_writes_nothing(workspace):
+    from assistant.cli import main
+
+    with open(workspace / "train.jsonl", "a") as handle:
+        handle.write('{"messages": [{"role": "assistant", "content": "hi"}]}\n')
+    code = main(["train", str(workspace / "train.yaml"), "--quiet"])
+    assert code == 2
+    assert not (workspace / "adapters").exists() and not (workspace / "runs").exists()
+
+
+def test_train_config_errors_are_reported_together(tmp_path):
+    (tmp_path / "t.yaml").write_text("name: bad name\ntasks:\n  - file: missing.jsonl\n    weight: 0\n"
+                                     "training:\n  validation_split: 0\n  batch_size: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_train_config(tmp_path / "t.yaml")
+    message = str(err.value)
+    for expected in ("missing.jsonl does not exist", "weight: must be above 0", "validation_split above 0",
+                     "batch_size: must be at least 1", "name: 'bad name'"):
+        assert expected in message
+
+
+def test_overrides_on_the_command_line(workspace):
+    from assistant.cli import _dotted_overrides
+
+    overrides = _dotted_overrides(["--training.learning_rate", "1e-4", "--lora.r=8", "--name", "x2"])
+    config = load_train_config(workspace / "train.yaml", overrides)
+    assert (config.training.learning_rate, config.lora.r, config.name) == (1e-4, 8, "x2")
