@@ -90,7 +90,7 @@ def plot_losses(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def write_adapter(destination: Path, *, model, base, config, variant, data, history, metrics, wall_seconds,
-                  steps, tokens_seen, tensorboard: Path, best_checkpoint) -> Path:
+                  steps, tokens_seen, tensorboard: Path, best_checkpoint, resumed_from=None) -> Path:
     """Writes the adapter folder atomically (see the module docstring). Returns ``destination``."""
     import yaml
 
@@ -134,7 +134,8 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
             "hyperparameters": config.to_dict(),
             "metrics": _round(metrics),
             "training": {"steps": steps, "tokens_seen": int(tokens_seen or 0), "wall_seconds": round(wall_seconds, 1),
-                         "best_checkpoint_step": int(best_checkpoint.rsplit("-", 1)[1]) if best_checkpoint else None},
+                         "best_checkpoint_step": int(best_checkpoint.rsplit("-", 1)[1]) if best_checkpoint else None,
+                         "resumed_from_step": resumed_from},
             "packages": package_versions(),
         }
         (staging / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))

@@ -460,6 +460,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         history=trainer.state.log_history, metrics={"base": {**before, **test_before}, "adapter": {**after, **test_after}},
         wall_seconds=wall, steps=trainer.state.global_step, tokens_seen=trainer.state.num_input_tokens_seen,
         tensorboard=work / "tensorboard", best_checkpoint=trainer.state.best_model_checkpoint,
+        resumed_from=int(last.name.split("-")[1]) if last else None,
     )
 
 

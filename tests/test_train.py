@@ -180,3 +180,31 @@ def test_overrides_on_the_command_line(workspace):
     overrides = _dotted_overrides(["--training.learning_rate", "1e-4", "--lora.r=8", "--name", "x2"])
     config = load_train_config(workspace / "train.yaml", overrides)
     assert (config.training.learning_rate, config.lora.r, config.name) == (1e-4, 8, "x2")
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(workspace):
+    import os
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "assistant", "train", str(workspace / "train.yaml"), "--quiet",
+               "--training.max_steps", "12", "--training.eval_every", "3"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoints = workspace / "runs" / "tiny-adapter" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (checkpoints / "checkpoint-3" / "trainer_state.json").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (workspace / "adapters" / "tiny-adapter").exists()  # killed runs leave no adapter
+
+    result = subprocess.run(command + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = workspace / "adapters" / "tiny-adapter"
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    assert card["training"]["steps"] == 12
+    assert card["training"]["resumed_from_step"] >= 3
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(folder).r == 4
