@@ -198,6 +198,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from assistant.sweep import sweep
+
+    folder = sweep(Path(args.config), _dotted_overrides(args.extra), args.search, args.trials, quiet=args.quiet)
+    print(f"best adapter written to {folder}\n")
+    print((folder / "sweep.md").read_text())
+    return 0
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from assistant.data import check_records, eval_questions, format_problems, read_jsonl, token_stats
 
@@ -306,6 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=cmd_train)
 
+    sweep = verbs.add_parser(
+        "sweep", help="search hyperparameters (grid or random) over the ranges in a training config",
+        description="Train one adapter per trial over the config's `search` ranges (for example "
+        "training.learning_rate: loguniform 1e-5 1e-3; lora.r: choice 4 8 16). Poor trials are pruned early "
+        "on validation loss. The best adapter is kept as adapters/<name>/ with sweep.csv, sweep.md and "
+        "sweep.png; the other trials are removed. Settings can be overridden as for train.")
+    sweep.add_argument("config", help="training YAML file with a `search` section")
+    sweep.add_argument("--search", choices=["grid", "random"], default="random",
+                       help="grid: every combination of 'choice' ranges; random: sample every range (default)")
+    sweep.add_argument("--trials", type=int, help="number of trials (random: required; grid: at most the grid size)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+    sweep.set_defaults(run=cmd_sweep)
+
     data = verbs.add_parser("data", help="check training data", description="Check training data.")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
     check = data_verbs.add_parser(
@@ -329,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.run not in (cmd_train, cmd_data_check):
+    if extra and args.run not in (cmd_train, cmd_sweep, cmd_data_check):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:

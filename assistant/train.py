@@ -375,7 +375,8 @@ def run_dir(config: TrainConfig) -> Path:
     return config.resolve(config.runs_dir) / config.name
 
 
-def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False,
+          callbacks: list | None = None) -> Path:
     """Trains an adapter and writes ``<output_dir>/<name>/``. Returns that folder.
 
     Args:
@@ -383,6 +384,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         resume: continue from the last checkpoint of an interrupted run of the same name.
         overwrite: replace an existing adapter of the same name (atomically, at the end).
         quiet: no progress bar.
+        callbacks: extra Trainer callbacks (the sweep's pruner uses this).
     """
     import torch
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
@@ -441,6 +443,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     trainer = Trainer(model=model, args=args, train_dataset=ExampleDataset(data.train), eval_dataset=validation,
                       data_collator=PadToLongest(base.tokenizer.pad_token_id), callbacks=callbacks)
     trainer.add_callback(RepackGuard())
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
     if not quiet:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(LossProgress())

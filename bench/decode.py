@@ -12,6 +12,8 @@ under ``torch.inference_mode()``, with the library's default thread count.
   ``(N - 1) / (tN - t1)``, so the prefill is left out.
 * Time to first token. A prompt of exactly P tokens (P = 500 by default: a paragraph of support text,
   repeated and cut at P token ids) is timed with ``max_new_tokens=1``.
+* Contention. Each sample is printed with the number of cores other processes kept busy meanwhile
+  (from /proc/stat): a sample taken while something else ran is visible as such.
 * Repeats. Every timing is taken once as a warm-up, then ``--repeats`` times. The repeats are
   interleaved (round r times every configuration, in an order rotated each round) so that slow
   phases of a noisy machine (on a 2-core CPU, OpenMP spin-waiting can flip runs between fast and
@@ -147,11 +149,42 @@ def environment(device: str) -> dict:
         # Without native bf16 instructions, bf16 matrix products on the CPU are emulated.
         "cpu_bf16_isa": sorted(flags & {"avx512_bf16", "amx_bf16", "avx_vnni"}),
         "device": device,
+        "load_average_at_start": os.getloadavg(),
     }
     if device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda
     return env
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (from /proc/stat), or None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Cores kept busy by everything except this process (and steal) while a block runs.
+
+    With as many OpenMP threads as cores, one other busy process is enough to make spin-waiting threads
+    miss their turns and slow a timing many times over, so each sample is printed with this figure.
+    """
+
+    def __enter__(self) -> "OtherLoad":
+        self.start = (busy_cpu_seconds(), time.process_time(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy, own, wall = busy_cpu_seconds(), time.process_time(), time.perf_counter()
+        if busy is None or self.start[0] is None:
+            self.cores = float("nan")
+        else:
+            other = (busy - self.start[0]) - (own - self.start[1])
+            self.cores = max(other, 0.0) / (wall - self.start[2])
 
 
 def sync(device: str) -> None:
@@ -276,6 +309,7 @@ def main() -> None:
             "t1": [],
             "tn": [],
             "ttft": [],
+            "other_load": [],
         }
         print(f"loaded {name} ({quantization}, {dtype}) in {time.perf_counter() - start:.1f} s", flush=True)
     chat_tokens = next(iter(loaded.values()))["chat_ids"].shape[1]
@@ -284,13 +318,15 @@ def main() -> None:
     def measure(entry: dict, record: bool) -> None:
         base = entry["base"]
         pad = base.tokenizer.pad_token_id
-        t1 = timed_generate(base.model, entry["chat_ids"], 1, pad, args.device)
-        tn = timed_generate(base.model, entry["chat_ids"], args.new_tokens, pad, args.device)
-        ttft = timed_generate(base.model, entry["long_ids"], 1, pad, args.device)
+        with OtherLoad() as other:
+            t1 = timed_generate(base.model, entry["chat_ids"], 1, pad, args.device)
+            tn = timed_generate(base.model, entry["chat_ids"], args.new_tokens, pad, args.device)
+            ttft = timed_generate(base.model, entry["long_ids"], 1, pad, args.device)
         if record:
             entry["t1"].append(t1)
             entry["tn"].append(tn)
             entry["ttft"].append(ttft)
+            entry["other_load"].append(other.cores)
 
     for name, entry in loaded.items():
         measure(entry, record=False)
@@ -306,7 +342,8 @@ def main() -> None:
             print(
                 f"round {round_index + 1}/{args.repeats} {name}: t1 {entry['t1'][-1]:.3f} s, "
                 f"t{args.new_tokens} {entry['tn'][-1]:.3f} s; "
-                f"TTFT {entry['ttft'][-1] * 1000:.0f} ms; bandwidth {bandwidth_samples[-1]:.2f} GB/s",
+                f"TTFT {entry['ttft'][-1] * 1000:.0f} ms; bandwidth {bandwidth_samples[-1]:.2f} GB/s; "
+                f"other processes {entry['other_load'][-1]:.2f} cores busy",
                 flush=True,
             )
     bandwidth = statistics.median(bandwidth_samples)
@@ -331,6 +368,7 @@ def main() -> None:
                 f"t{args.new_tokens}_s": entry["tn"],
                 "decode_tokens_per_s": rates,
                 "ttft_s": entry["ttft"],
+                "other_processes_cores_busy": entry["other_load"],
             },
         }
 

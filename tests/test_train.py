@@ -208,3 +208,30 @@ def test_killed_run_resumes_from_its_last_checkpoint(workspace):
     from peft import PeftConfig
 
     assert PeftConfig.from_pretrained(folder).r == 4
+
+
+def test_random_sweep_keeps_only_the_best_trial(workspace, capsys):
+    from assistant.cli import main
+
+    config = yaml.safe_load((workspace / "train.yaml").read_text())
+    config["search"] = {"training.learning_rate": "loguniform 1e-4 3e-2", "lora.r": "choice 2 4"}
+    config["training"].update(max_steps=4, eval_every=2)
+    (workspace / "train.yaml").write_text(yaml.safe_dump(config))
+    assert main(["sweep", str(workspace / "train.yaml"), "--search", "random", "--trials", "4", "--quiet"]) == 0
+    folder = workspace / "adapters" / "tiny-adapter"
+    assert [p.name for p in (workspace / "adapters").iterdir()] == ["tiny-adapter"]  # the others were removed
+    assert not (workspace / "runs" / "tiny-adapter" / "sweep").exists()
+    import csv
+
+    rows = list(csv.DictReader(open(folder / "sweep.csv")))
+    assert [int(r["trial"]) for r in rows] == [0, 1, 2, 3]
+    assert len({r["training.learning_rate"] for r in rows}) == 4
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    complete = [float(r["eval_support_loss"]) for r in rows if r["state"] == "complete"]
+    assert card["metrics"]["adapter"]["eval_support_loss"] == pytest.approx(min(complete), rel=1e-4)
+    assert card["sweep"]["trials"] == 4 and (folder / "sweep.png").is_file()
+    assert str(card["sweep"]["best_trial"]) in capsys.readouterr().out
+    from assistant.config import load_variant
+
+    served = load_variant(folder / "variant.yaml")
+    assert served.resolve(served.context.documents) == (workspace / "docs").resolve()
