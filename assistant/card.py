@@ -90,7 +90,7 @@ def plot_losses(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 
 def write_adapter(destination: Path, *, model, base, config, variant, data, history, metrics, wall_seconds,
-                  steps, tokens_seen, tensorboard: Path, best_checkpoint, resumed_from=None) -> Path:
+                  steps, tokens_seen, tensorboard: Path, best_checkpoint, resumed_from=None, processes=1) -> Path:
     """Writes the adapter folder atomically (see the module docstring). Returns ``destination``."""
     import yaml
 
@@ -135,7 +135,7 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
             "metrics": _round(metrics),
             "training": {"steps": steps, "tokens_seen": int(tokens_seen or 0), "wall_seconds": round(wall_seconds, 1),
                          "best_checkpoint_step": int(best_checkpoint.rsplit("-", 1)[1]) if best_checkpoint else None,
-                         "resumed_from_step": resumed_from},
+                         "resumed_from_step": resumed_from, "processes": processes},
             "packages": package_versions(),
         }
         (staging / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
@@ -160,10 +160,16 @@ def _round(value):
     return value
 
 
-def _readme(card: dict[str, Any]) -> str:
+def loss_table(card: dict[str, Any]) -> str:
+    """Markdown table of validation and test losses, base model against adapter."""
     base, adapter = card["metrics"]["base"], card["metrics"]["adapter"]
     losses = sorted(k for k in adapter if k.endswith("_loss") and k.split("_")[0] in ("eval", "test"))
-    table = "\n".join(f"| {k} | {base.get(k, float('nan')):.4f} | {adapter[k]:.4f} |" for k in losses)
+    rows = [f"| {k} | {base.get(k, float('nan')):.4f} | {adapter[k]:.4f} |" for k in losses]
+    return "\n".join(["| split | base model | adapter |", "|---|---:|---:|", *rows])
+
+
+def _readme(card: dict[str, Any]) -> str:
+    table = loss_table(card)
     h = card["hyperparameters"]
     return f"""# Adapter `{card['name']}`
 
@@ -176,8 +182,6 @@ Serve it: `assistant chat --variant variant.yaml` (from this folder) or
 
 ## Loss on answer tokens (lower is better)
 
-| split | base model | adapter |
-|---|---:|---:|
 {table}
 
 ![loss per step](loss.png)

@@ -193,8 +193,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config, _dotted_overrides(args.extra))
     folder = train(config, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
-    print(f"adapter written to {folder}")
-    print((folder / "README.md").read_text().split("## Training")[0].split("## Loss")[1].strip())
+    if folder is not None:  # None: another process of a multi-process run
+        import yaml
+
+        from assistant.card import loss_table
+
+        print(f"adapter written to {folder}\n\nloss on answer tokens (lower is better):")
+        print(loss_table(yaml.safe_load((folder / "card.yaml").read_text())))
     return 0
 
 

@@ -158,9 +158,11 @@ def pick_device(device: str) -> str:
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelNotFoundError("device 'cuda' was asked for, but torch sees no CUDA GPU")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per process under torchrun / accelerate
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return device
 
 
@@ -168,7 +170,7 @@ def pick_dtype(dtype: str, device: str) -> Any:
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 

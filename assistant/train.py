@@ -346,7 +346,7 @@ def measure_steps(config: TrainConfig, variant: Variant, data: PreparedData, ste
         if step:
             timings.append((time.perf_counter() - began, int(batch["attention_mask"].sum())))
     seconds = sum(s for s, _ in timings)
-    if base.device == "cuda":
+    if base.device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
@@ -376,8 +376,9 @@ def run_dir(config: TrainConfig) -> Path:
 
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, quiet: bool = False,
-          callbacks: list | None = None) -> Path:
-    """Trains an adapter and writes ``<output_dir>/<name>/``. Returns that folder.
+          callbacks: list | None = None) -> Path | None:
+    """Trains an adapter and writes ``<output_dir>/<name>/``. Returns that folder (None in the other
+    processes of a multi-process run, which write nothing).
 
     Args:
         config: the training configuration.
@@ -396,16 +397,19 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     variant = serving_variant(config)
     data = prepare_data(config, variant)  # all data problems surface before the model loads
     started = time.time()
-    base, model = build_model(config, variant)
+    # Under torchrun / accelerate launch every process runs this function; only the first writes files.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     t = config.training
     work = run_dir(config)
-    if not resume and work.exists():
+    if main_process and not resume and work.exists():
         shutil.rmtree(work)
+    base, model = build_model(config, variant)
     work.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))
     total_steps = t.max_steps or math.ceil(steps_per_epoch * t.epochs)
     primary = config.tasks[0].name
-    cuda = base.device == "cuda"
+    cuda = base.device.startswith("cuda")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(work / "tensorboard")
     args = TrainingArguments(
         output_dir=str(work / "checkpoints"),
@@ -437,6 +441,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         train_sampling_strategy="group_by_length",
         disable_tqdm=quiet,
         dataloader_num_workers=0,
+        ddp_backend=("nccl" if cuda else "gloo") if distributed else None,
     )
     callbacks = [EarlyStoppingCallback(t.patience)] if t.patience else []
     validation = {name: ExampleDataset(v) for name, v in data.validation.items() if v}
@@ -456,6 +461,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     after = trainer.evaluate()
     test_after = trainer.evaluate(ExampleDataset(data.test), metric_key_prefix="test") if data.test else {}
     wall = time.time() - started
+    if not main_process:
+        return None
 
     from assistant.card import write_adapter
 
@@ -465,6 +472,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         wall_seconds=wall, steps=trainer.state.global_step, tokens_seen=trainer.state.num_input_tokens_seen,
         tensorboard=work / "tensorboard", best_checkpoint=trainer.state.best_model_checkpoint,
         resumed_from=int(last.name.split("-")[1]) if last else None,
+        processes=int(os.environ.get("WORLD_SIZE", "1")),
     )
 
 

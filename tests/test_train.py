@@ -235,3 +235,29 @@ def test_random_sweep_keeps_only_the_best_trial(workspace, capsys):
 
     served = load_variant(folder / "variant.yaml")
     assert served.resolve(served.context.documents) == (workspace / "docs").resolve()
+
+
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_two_process_data_parallel_run_writes_the_same_adapter_format(workspace, quantization):
+    config = yaml.safe_load((workspace / "train.yaml").read_text())
+    config["tasks"] = config["tasks"][:1]
+    (workspace / "train.yaml").write_text(yaml.safe_dump(config))
+    variant = yaml.safe_load((workspace / "variant.yaml").read_text())
+    variant["model"]["quantization"] = quantization
+    (workspace / "variant.yaml").write_text(yaml.safe_dump(variant))
+    import socket
+
+    with socket.socket() as probe:  # a free port for the processes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(port)]
+    result = subprocess.run(torchrun + ["-m", "assistant", "train", str(workspace / "train.yaml"), "--quiet",
+                                        "--training.max_steps", "4", "--training.eval_every", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("adapter written to") == 1  # only the first process writes
+    folder = workspace / "adapters" / "tiny-adapter"
+    card = yaml.safe_load((folder / "card.yaml").read_text())
+    assert card["training"]["processes"] == 2 and card["training"]["steps"] == 4
+    assert {"adapter_model.safetensors", "adapter_config.json", "card.yaml", "variant.yaml"} <= {p.name for p in folder.iterdir()}
