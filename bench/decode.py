@@ -9,7 +9,7 @@ under ``torch.inference_mode()``, with the library's default thread count.
 * Decode throughput. From the same short chat prompt, generation is timed once for 1 new token
   (prefill plus first token, ``t1``) and once for N new tokens (``tN``, N = 128 by default); both are
   forced to exactly that length with ``min_new_tokens = max_new_tokens``. The decode rate is
-  ``(N - 1) / (tN - t1)``, so the prefill is left out.
+  ``(N - 1) / (tN - t1)`` (which ``t1``: see Repeats), so the prefill is left out.
 * Time to first token. A prompt of exactly P tokens (P = 500 by default: a paragraph of support text,
   repeated and cut at P token ids) is timed with ``max_new_tokens=1``.
 * Contention. Each sample is printed with the number of cores other processes kept busy meanwhile
@@ -147,7 +147,7 @@ def environment(device: str) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         # Without native bf16 instructions, bf16 matrix products on the CPU are emulated.
-        "cpu_bf16_isa": sorted(flags & {"avx512_bf16", "amx_bf16", "avx_vnni"}),
+        "cpu_bf16_isa": sorted(flags & {"avx512_bf16", "amx_bf16"}),
         "device": device,
         "load_average_at_start": os.getloadavg(),
     }
@@ -168,7 +168,7 @@ def busy_cpu_seconds() -> float | None:
 
 
 class OtherLoad:
-    """Cores kept busy by everything except this process (and steal) while a block runs.
+    """Cores kept busy by other processes (and by hypervisor steal) while a block runs.
 
     With as many OpenMP threads as cores, one other busy process is enough to make spin-waiting threads
     miss their turns and slow a timing many times over, so each sample is printed with this figure.
@@ -216,7 +216,7 @@ def measure_bandwidth(device: str, mebibytes: int, copies: int = 5) -> float:
 def weight_bytes_per_token(model: torch.nn.Module) -> int:
     """Bytes of weights read to decode one token: every parameter and buffer once, plus 4-bit quant state.
 
-    ``named_parameters`` drops duplicates, so the tied embedding / lm_head matrix is counted once.
+    ``parameters()`` yields a shared tensor once, so the tied embedding / lm_head matrix is counted once.
     """
     seen: set[int] = set()
     total = 0
@@ -278,6 +278,7 @@ def timed_generate(model, input_ids: torch.Tensor, new_tokens: int, pad_token_id
 
 
 def summary(values: list[float]) -> dict:
+    """Median, min and max of repeated samples."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
