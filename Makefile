@@ -34,6 +34,7 @@ test: setup browser
 
 bench: setup
 	$(PY) bench/decode.py
+	$(PY) bench/train_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

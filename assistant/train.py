@@ -443,10 +443,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         dataloader_num_workers=0,
         ddp_backend=("nccl" if cuda else "gloo") if distributed else None,
     )
-    callbacks = [EarlyStoppingCallback(t.patience)] if t.patience else []
+    stopping = [EarlyStoppingCallback(t.patience)] if t.patience else []
     validation = {name: ExampleDataset(v) for name, v in data.validation.items() if v}
     trainer = Trainer(model=model, args=args, train_dataset=ExampleDataset(data.train), eval_dataset=validation,
-                      data_collator=PadToLongest(base.tokenizer.pad_token_id), callbacks=callbacks)
+                      data_collator=PadToLongest(base.tokenizer.pad_token_id), callbacks=stopping)
     trainer.add_callback(RepackGuard())
     for callback in callbacks or []:
         trainer.add_callback(callback)

@@ -119,8 +119,17 @@ def test_train_changes_only_lora_weights_and_writes_a_complete_adapter(workspace
 def test_adapter_loads_in_a_fresh_process_with_transformers_and_peft_only(workspace):
     from assistant.train import train
 
+    from transformers import TrainerCallback
+
+    class Seen(TrainerCallback):
+        steps: list = []
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.steps.append(state.global_step)
+
     config = load_train_config(workspace / "train.yaml", ["training.max_steps=2", "training.eval_every=2"])
-    folder = train(config, quiet=True)
+    folder = train(config, quiet=True, callbacks=[Seen()])
+    assert 2 in Seen.steps  # extra callbacks (the sweep's pruner) take part in the run
     base = yaml.safe_load((workspace / "variant.yaml").read_text())["model"]["base"]
     code = (f"import sys; from transformers import AutoModelForCausalLM; from peft import PeftModel; "
             f"m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained({base!r}), {str(folder)!r}); "
