@@ -294,6 +294,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def read_settings_file(path: Path, what: str) -> dict[str, Any]:
+    """Reads a YAML settings file; a syntax error names the file and line."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {what}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
 def load_variant(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Variant:
     """Reads a variant YAML file (or the defaults when ``path`` is None) and applies overrides.
 
@@ -301,24 +318,13 @@ def load_variant(path: str | Path | None = None, overrides: list[str] | tuple[st
     are resolved against the file's folder (``Variant.resolve``), so a variant works from any working
     directory.
     """
-    import yaml
-
     data: dict[str, Any] = {}
     source = "<defaults>"
     root = Path.cwd()
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such variant file")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        data = read_settings_file(path, "variant file")
         data.setdefault("name", path.stem)
         root = path.parent
     data = apply_overrides(data, list(overrides))
@@ -431,19 +437,8 @@ class TrainConfig:
 
 def load_train_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Reads a training YAML file and applies KEY=VALUE overrides; every problem reported at once."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such training config")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    data = read_settings_file(path, "training config")
     data = apply_overrides(data, list(overrides))
     errors: list[str] = []
     data.pop("root", None)
