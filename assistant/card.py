@@ -53,9 +53,12 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def loss_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-step training and validation losses from the Trainer's log history."""
+def loss_rows(history: list[dict[str, Any]], base_metrics: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Per-step training and validation losses from the Trainer's log history, with the base model's
+    validation losses (measured before training) as step 0."""
     rows: dict[int, dict[str, Any]] = {}
+    if base_metrics:
+        rows[0] = {"step": 0, **{k: v for k, v in base_metrics.items() if k.startswith("eval_") and k.endswith("_loss")}}
     for entry in history:
         step = entry.get("step")
         if step is None:
@@ -111,7 +114,7 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
                 served[section][key] = os.path.relpath(variant.resolve(value), destination)
         (staging / "variant.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
 
-        rows = loss_rows(history)
+        rows = loss_rows(history, metrics.get("base"))
         keys = ["step"] + sorted({k for r in rows for k in r if k != "step"})
         with open(staging / "loss.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=keys)

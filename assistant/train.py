@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 from assistant.config import TaskSettings, TrainConfig, Variant, load_variant, variant_from_dict
 from assistant.data import (
@@ -267,6 +267,15 @@ class PadToLongest:
 # -- callbacks --------------------------------------------------------------------------------------------
 
 
+class EarlyStopping(EarlyStoppingCallback):
+    """Early stopping on the first task's validation loss. With several validation sets (and the test
+    set) the Trainer reports each in its own evaluation call; only the one with the metric counts."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and args.metric_for_best_model in metrics:
+            super().on_evaluate(args, state, control, metrics, **kwargs)
+
+
 class RepackGuard(TrainerCallback):
     """Fails loudly if any 4-bit layer is in the CPU inference packing while training (see
     ``models.disable_cpu_4bit_repacking``): its gradients would be silently dropped."""
@@ -388,7 +397,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         callbacks: extra Trainer callbacks (the sweep's pruner uses this).
     """
     import torch
-    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import ProgressCallback
 
     destination = config.resolve(config.output_dir) / config.name
@@ -443,7 +452,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         dataloader_num_workers=0,
         ddp_backend=("nccl" if cuda else "gloo") if distributed else None,
     )
-    stopping = [EarlyStoppingCallback(t.patience)] if t.patience else []
+    stopping = [EarlyStopping(t.patience)] if t.patience else []
     validation = {name: ExampleDataset(v) for name, v in data.validation.items() if v}
     trainer = Trainer(model=model, args=args, train_dataset=ExampleDataset(data.train), eval_dataset=validation,
                       data_collator=PadToLongest(base.tokenizer.pad_token_id), callbacks=stopping)

@@ -270,3 +270,13 @@ def test_two_process_data_parallel_run_writes_the_same_adapter_format(workspace,
     card = yaml.safe_load((folder / "card.yaml").read_text())
     assert card["training"]["processes"] == 2 and card["training"]["steps"] == 4
     assert {"adapter_model.safetensors", "adapter_config.json", "card.yaml", "variant.yaml"} <= {p.name for p in folder.iterdir()}
+
+
+def test_early_stopping_ends_a_diverging_run_and_keeps_the_best_checkpoint(workspace):
+    from assistant.train import train
+
+    config = load_train_config(workspace / "train.yaml", ["training.max_steps=30", "training.eval_every=2",
+                                                           "training.patience=1", "training.learning_rate=5.0"])
+    card = yaml.safe_load((train(config, quiet=True) / "card.yaml").read_text())
+    assert card["training"]["steps"] < 30  # stopped early
+    assert card["training"]["best_checkpoint_step"] < card["training"]["steps"]
