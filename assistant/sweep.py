@@ -61,14 +61,18 @@ class PruneOnValidation(TrainerCallback):
 
     def __init__(self, trial, metric: str):
         self.trial, self.metric = trial, metric
+        self.reported: set[int] = set()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         import optuna
 
-        if metrics and self.metric in metrics and state.global_step > 0:
-            self.trial.report(metrics[self.metric], state.global_step)
+        # The final evaluation after training repeats the last step's; report each step once.
+        step = state.global_step
+        if metrics and self.metric in metrics and step > 0 and step not in self.reported:
+            self.reported.add(step)
+            self.trial.report(metrics[self.metric], step)
             if self.trial.should_prune():
-                raise optuna.TrialPruned(f"{self.metric} {metrics[self.metric]:.4f} at step {state.global_step}")
+                raise optuna.TrialPruned(f"{self.metric} {metrics[self.metric]:.4f} at step {step}")
 
 
 def sweep(config_path: Path, overrides: list[str], method: str, trials: int | None, quiet: bool = False) -> Path:
