@@ -269,10 +269,6 @@ def eval_questions(path: Path) -> list[tuple[str, str]]:
     return [(r.where, r.user_texts()[0]) for r in records if r.user_texts()]
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def token_stats(lengths: list[int]) -> dict[str, float]:
     """Count, mean, median, 95th percentile and maximum of a list of token counts."""
     if not lengths:

@@ -100,6 +100,9 @@ def sweep(config_path: Path, overrides: list[str], method: str, trials: int | No
 
     work = run_dir(base_config) / "sweep"
     shutil.rmtree(work, ignore_errors=True)
+    # Trial adapters are written beside the destination (hidden names), so that the winner is renamed into
+    # place at the same depth and the relative paths in its variant.yaml stay valid.
+    trial_prefix = f".{base_config.name}-trial-"
     metric = f"eval_{base_config.tasks[0].name}_loss"
     rows: list[dict[str, Any]] = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -117,7 +120,8 @@ def sweep(config_path: Path, overrides: list[str], method: str, trials: int | No
                 chosen[key] = trial.suggest_float(key, values[0], values[1], log=kind == "loguniform")
         data = apply_overrides(yaml.safe_load(Path(config_path).read_text()), overrides)
         data = apply_overrides(data, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in chosen.items()])
-        data.update(name=f"trial-{trial.number}", output_dir=str(work / "adapters"), runs_dir=str(work / "runs"))
+        data.update(name=f"{trial_prefix}{trial.number}", output_dir=str(destination.parent),
+                    runs_dir=str(work / "runs"))
         trial_path = work / f"trial-{trial.number}.yaml"
         trial_path.parent.mkdir(parents=True, exist_ok=True)
         # Relative paths in the config stay relative to the original file's folder.
@@ -134,31 +138,22 @@ def sweep(config_path: Path, overrides: list[str], method: str, trials: int | No
         row.update(state="complete", **{metric: value})
         return value
 
-    study.optimize(objective, n_trials=trials, catch=())
-    best = study.best_trial.number
-    best_folder = work / "adapters" / f"trial-{best}"
-    _write_table(rows, metric, best, best_folder)
-    card_path = best_folder / "card.yaml"
-    card = yaml.safe_load(card_path.read_text())
-    card["name"] = base_config.name
-    card["sweep"] = {"method": method, "trials": len(rows), "best_trial": best, "space": base_config.search}
-    card_path.write_text(yaml.safe_dump(card, sort_keys=False))
-    variant_path = best_folder / "variant.yaml"
-    served = yaml.safe_load(variant_path.read_text())
-    served["name"] = base_config.name
-    for section, key in (("context", "documents"), ("prompt", "few_shot"), ("prompt", "template")):
-        value = served[section][key]
-        if value and (best_folder / value).exists():  # re-anchor relative paths at the final location
-            served[section][key] = _relpath((best_folder / value).resolve(), destination)
-    variant_path.write_text(yaml.safe_dump(served, sort_keys=False))
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(best_folder), destination)
-    shutil.rmtree(work, ignore_errors=True)  # the other trials' adapters and checkpoints
+    try:
+        study.optimize(objective, n_trials=trials, catch=())
+        best = study.best_trial.number
+        best_folder = destination.parent / f"{trial_prefix}{best}"
+        _write_table(rows, metric, best, best_folder)
+        for name, extra in (("card.yaml", {"sweep": {"method": method, "trials": len(rows), "best_trial": best,
+                                                      "space": base_config.search}}), ("variant.yaml", {})):
+            document = yaml.safe_load((best_folder / name).read_text())
+            document.update(name=base_config.name, **extra)
+            (best_folder / name).write_text(yaml.safe_dump(document, sort_keys=False))
+        os.rename(best_folder, destination)
+    finally:  # the other trials' adapters and every trial's checkpoints
+        for folder in destination.parent.glob(f"{trial_prefix}*"):
+            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return destination
-
-
-def _relpath(path: Path, start: Path) -> str:
-    return os.path.relpath(path, start)
 
 
 def _absolute_paths(config: TrainConfig, data: dict[str, Any]) -> dict[str, Any]:
