@@ -29,11 +29,11 @@ from assistant.data import (
     Record,
     check_records,
     eval_questions,
-    file_sha256,
     format_problems,
     read_jsonl,
     token_stats,
 )
+from assistant.models import file_sha256
 
 IGNORE = -100  # label value the loss skips
 
@@ -486,5 +486,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
-    checkpoints = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])) if folder.is_dir() else []
-    return checkpoints[-1] if checkpoints else None
+    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a folder without it
+    is one the process was killed while writing."""
+    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()] if folder.is_dir() else []
+    return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)

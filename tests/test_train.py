@@ -280,3 +280,16 @@ def test_early_stopping_ends_a_diverging_run_and_keeps_the_best_checkpoint(works
     card = yaml.safe_load((train(config, quiet=True) / "card.yaml").read_text())
     assert card["training"]["steps"] < 30  # stopped early
     assert card["training"]["best_checkpoint_step"] < card["training"]["steps"]
+
+
+def test_resume_skips_a_checkpoint_left_half_written(tmp_path):
+    from assistant.train import _last_checkpoint
+
+    for step, complete in ((3, True), (6, True), (9, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"x")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert _last_checkpoint(tmp_path).name == "checkpoint-6"
+    assert _last_checkpoint(tmp_path / "missing") is None
