@@ -28,13 +28,21 @@ demo: setup
 	GRADIO_ANALYTICS_ENABLED=False $(PY) app.py --port $(PORT)
 
 # pytest exits 5 when it collected no test; a suite that runs nothing proves nothing, so that fails too.
-test: setup browser
+test: setup browser data-sentiment
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 bench: setup
 	$(PY) bench/decode.py
 	$(PY) bench/train_speed.py
+
+# The sentiment demo domain, built from third-party data that is fetched, never committed. Built only when
+# missing (or when the script changes); setup is order-only, so reinstalling does not rebuild the data.
+.PHONY: data-sentiment
+data-sentiment: data/sentiment/eval.jsonl
+
+data/sentiment/eval.jsonl: scripts/fetch_sentiment.py | setup
+	$(PY) scripts/fetch_sentiment.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

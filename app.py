@@ -19,6 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_VARIANT = ROOT / "configs" / "tidewater.yaml"
+REPORTS = ROOT / "eval" / "reports"
 SOURCES_MARK = "\n\n---\n**Sources:** "
 EXAMPLES = [
     "How long do I have to return a grinder?",
@@ -104,10 +105,26 @@ def build_app(bot, title: str = "Assistant"):
     return demo
 
 
+def served_variant_file(chosen: str | None, reports: Path) -> tuple[Path, str]:
+    """The file to serve and why: the one asked for, else the latest evaluation winner, else the demo."""
+    from assistant.report import latest_winner
+
+    if chosen:
+        return Path(chosen), "chosen with --variant"
+    winner = latest_winner(reports)
+    if winner is not None:
+        return winner, "the winner of the latest evaluation"
+    return DEFAULT_VARIANT, "no evaluation winner found, serving the demo variant"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve a variant as a chat app in the browser.")
-    parser.add_argument("--variant", default=str(DEFAULT_VARIANT),
-                        help=f"variant YAML file to serve (default: {DEFAULT_VARIANT.relative_to(ROOT)})")
+    parser.add_argument("--variant", metavar="FILE",
+                        help="variant YAML file, or an evaluation report's winner.yaml, to serve (default: the "
+                        "winner of the latest evaluation under --reports, or else "
+                        f"{DEFAULT_VARIANT.relative_to(ROOT)})")
+    parser.add_argument("--reports", default=str(REPORTS), metavar="DIR",
+                        help=f"where to look for the latest evaluation winner (default: {REPORTS.relative_to(ROOT)})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a variant setting, e.g. --set generation.max_new_tokens=64 (repeatable)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -125,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.cli import EXIT_USER_ERROR, USER_ERRORS
     from assistant.config import load_variant
     from assistant.generate import Bot
+    from assistant.report import is_winner_file, load_winner
 
     args = parse_args(argv)
     try:
-        bot = Bot(load_variant(args.variant, args.overrides))
+        path, why = served_variant_file(args.variant, Path(args.reports))
+        variant = load_winner(path, args.overrides) if is_winner_file(path) else load_variant(path, args.overrides)
+        print(f"serving {variant.name} ({variant.variant_hash()}) from {path}: {why}", file=sys.stderr)
+        bot = Bot(variant)
         bot.check()
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

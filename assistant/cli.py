@@ -275,6 +275,27 @@ def _check_with_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from assistant.evaluation import default_cache, evaluate_suite, load_suite
+
+    only = [n.strip() for n in args.variants.split(",")] if args.variants else []
+    suite = load_suite(args.suite, only=only, limit=args.limit)
+    if args.batch_size:
+        suite.batch_size = args.batch_size
+    print(f"suite {suite.name}: {len(suite.cases)} cases x {len(suite.variants)} variants "
+          f"({', '.join(v.name for v in suite.variants)}); primary metric {suite.primary}", file=sys.stderr)
+    if args.check:
+        print("suite is valid", file=sys.stderr)
+        return 0
+    from assistant.report import winner_sentence, write_report
+
+    result = evaluate_suite(suite, cache=None if args.no_cache else default_cache(), quiet=args.quiet)
+    folder = write_report(result, Path(args.out) if args.out else None)
+    print(winner_sentence(result).replace("**", ""))
+    print(f"report: {folder / 'report.md'}\n        {folder / 'report.html'}\nwinner: {folder / 'winner.yaml'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assistant",
@@ -332,6 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--trials", type=int, help="number of trials (random: required; grid: at most the grid size)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.set_defaults(run=cmd_sweep)
+
+    evaluation = verbs.add_parser(
+        "eval", help="score prompt-only and tuned variants side by side on held-out cases; write a report and the winner",
+        description="Every variant of the suite answers every case (batched; answers cached on disk by variant, "
+        "case and weights, so a re-run only generates what changed). Metrics come from the evaluate modules in "
+        "eval/metrics/, with 95%% bootstrap intervals and paired tests between variants. Writes "
+        "eval/reports/<suite>-<time>/ with report.md, report.html, results.jsonl and winner.yaml, which the app "
+        "serves by default. See eval/suites/*.yaml for the suite format.")
+    evaluation.add_argument("suite", help="suite YAML file: cases, variants, metrics, primary/secondary metric")
+    evaluation.add_argument("--variants", metavar="A,B", help="evaluate only these variants of the suite (names)")
+    evaluation.add_argument("--limit", type=int, metavar="N", help="only the first N cases (a quick look)")
+    evaluation.add_argument("--batch-size", type=int, metavar="N", help="cases generated together (default: the suite's)")
+    evaluation.add_argument("--out", metavar="DIR", help="reports folder (default: the suite's, eval/reports)")
+    evaluation.add_argument("--no-cache", action="store_true", help="generate every answer again and cache nothing")
+    evaluation.add_argument("--check", action="store_true", help="only check the suite, its variants and cases; load no model")
+    evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluation.set_defaults(run=cmd_eval)
 
     data = verbs.add_parser("data", help="check training data", description="Check training data.")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")

@@ -16,6 +16,7 @@ import importlib.util
 import math
 import os
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,25 +163,75 @@ class BM25Index:
         return [self.passages[i] for i in order[:k] if scores[i] > 0]
 
 
+class SentenceEncoder:
+    """Sentence embeddings from all-MiniLM-L6-v2: mean pooling over tokens (as the model was trained), unit length.
+
+    Unit length makes a dot product of two embeddings their cosine similarity.
+    """
+
+    def __init__(self):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.folder = embedder_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+        self.model = AutoModel.from_pretrained(self.folder).eval()
+        self.torch = torch
+        # A fast tokenizer sets padding/truncation state on its Rust object per call, so two threads using
+        # the shared encoder at once fail with "Already borrowed"; embedding is short, so serialize it.
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str], batch: int = 32):
+        """Embeds ``texts`` (truncated to 256 tokens) into a float tensor of shape (len(texts), 384).
+
+        Args:
+            texts: the texts; an empty string is embedded as it is (only the special tokens).
+            batch: texts per forward pass.
+
+        Returns:
+            Unit-length rows, one per text, in order.
+        """
+        torch = self.torch
+        vectors = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(texts), batch):
+                enc = self.tokenizer(
+                    texts[start : start + batch], padding=True, truncation=True, max_length=256, return_tensors="pt"
+                )
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                vectors.append(torch.nn.functional.normalize(pooled, dim=-1))
+        return torch.cat(vectors)
+
+
+_ENCODER: SentenceEncoder | None = None
+_ENCODER_LOCK = threading.Lock()
+
+
+def sentence_encoder() -> SentenceEncoder:
+    """The process-wide ``SentenceEncoder``: retrieval and the semantic-similarity metric share one model."""
+    global _ENCODER
+    with _ENCODER_LOCK:
+        if _ENCODER is None:
+            _ENCODER = SentenceEncoder()
+        return _ENCODER
+
+
 class DenseIndex:
-    """Cosine similarity of sentence embeddings (mean pooling, as the model was trained).
+    """Cosine similarity of sentence embeddings (see ``SentenceEncoder``).
 
     Passage embeddings are cached on disk by a hash of the passages and the model, so only the first
     start over a set of documents pays for embedding them.
     """
 
     def __init__(self, passages: Sequence[Passage], cache: Path | None = None):
-        import torch
         from safetensors.torch import load_file, save_file
-        from transformers import AutoModel, AutoTokenizer
 
-        folder = embedder_path()
+        self.encoder = sentence_encoder()
         self.passages = list(passages)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder).eval()
-        self.torch = torch
         texts = [f"{p.heading}\n{p.text}" for p in passages]
-        digest = hashlib.sha256("\x00".join([str(folder), *texts]).encode()).hexdigest()[:16]
+        digest = hashlib.sha256("\x00".join([str(self.encoder.folder), *texts]).encode()).hexdigest()[:16]
         path = (cache or _embedding_cache()) / f"{digest}.safetensors"
         if path.is_file():
             self.matrix = load_file(path)["embeddings"]
@@ -192,18 +243,7 @@ class DenseIndex:
             os.replace(staging, path)  # readers never see a half-written file
 
     def embed(self, texts: list[str], batch: int = 32):
-        torch = self.torch
-        vectors = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), batch):
-                enc = self.tokenizer(
-                    texts[start : start + batch], padding=True, truncation=True, max_length=256, return_tensors="pt"
-                )
-                hidden = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                vectors.append(torch.nn.functional.normalize(pooled, dim=-1))
-        return torch.cat(vectors)
+        return self.encoder.embed(texts, batch)
 
     def scores(self, query: str) -> list[float]:
         return (self.matrix @ self.embed([query])[0]).tolist()

@@ -1,0 +1,433 @@
+"""The evaluation report: what people read, what scripts read, and what the app serves.
+
+    eval/reports/<suite>-<timestamp>/
+        report.md       headline table, significance of every difference, cost, a few answers
+        report.html     the same, self-contained (chart inlined), with every case's answers side by side
+        metrics.png     each metric per variant with 95% confidence intervals
+        results.jsonl   one row per (case, variant): answer, reference, per-case scores
+        winner.yaml     the winning variant, complete, with paths relative to this folder
+
+The folder is built under a temporary name and renamed into place, so a report is never half-written.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from assistant.config import ConfigError, Variant, apply_overrides, read_settings_file, variant_from_dict
+from assistant.evaluation import SuiteResult
+
+METRIC_TITLES = {
+    "rouge_l": "ROUGE-L",
+    "chrf": "chrF",
+    "bleu": "BLEU",
+    "exact_match": "Exact match",
+    "semantic_similarity": "Semantic sim.",
+    "perplexity": "Ref. perplexity",
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro-F1",
+}
+
+
+def _title(metric: str) -> str:
+    return METRIC_TITLES.get(metric, metric)
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _direction(metric: str) -> str:
+    from assistant.metrics import HIGHER_IS_BETTER
+
+    return "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
+
+
+# -- tables -----------------------------------------------------------------------------------------------
+
+
+def headline_rows(result: SuiteResult) -> tuple[list[str], list[list[str]]]:
+    suite = result.suite
+    header = ["Variant"] + [_title(m) for m in suite.metrics] + ["Tokens/s", "First token", "Peak memory", "Answer tokens"]
+    rows = []
+    for name in result.ranking:
+        run = result.runs[name]
+        cells = [f"**{name}**" if name == result.winner else name]
+        for metric in suite.metrics:
+            e = result.scores[name][metric].estimate
+            cells.append(f"{_fmt(e.value)} [{_fmt(e.low)}, {_fmt(e.high)}]")
+        cost = run.cost
+        cells += [
+            _fmt(cost.get("tokens_per_second", math.nan), 1),
+            f"{_fmt(cost.get('first_token_seconds', math.nan) * 1000, 0)} ms",
+            f"{cost.get('peak_memory_bytes', 0) / 2**20:,.0f} MiB",
+            _fmt(cost.get("answer_tokens_mean", math.nan), 1),
+        ]
+        rows.append(cells)
+    return header, rows
+
+
+def comparison_rows(result: SuiteResult, metric: str) -> list[list[str]]:
+    """Every pair of variants on one metric: difference, interval, p-values, wins/ties/losses."""
+    rows = []
+    for (a, b), c in result.comparisons[metric].items():
+        verdict = "significant" if c.significant else "not significant"
+        if not c.significant and c.cases_needed:
+            verdict += f"; ~{c.cases_needed} cases needed"
+        elif not c.significant:
+            verdict += "; identical"
+        rows.append([f"{a} vs {b}", f"{c.difference.value:+.3f} [{c.difference.low:+.3f}, {c.difference.high:+.3f}]",
+                     _p(c.p_value), _p(c.sign_p_value), f"{c.wins}/{c.ties}/{c.losses}", verdict])
+    return rows
+
+
+COMPARISON_HEADER = ["Pair (A vs B)", "A − B [95% CI]", "p (paired bootstrap)", "p (sign test)", "A wins/ties/losses", "Verdict"]
+
+
+def winner_sentence(result: SuiteResult) -> str:
+    suite = result.suite
+    if len(result.ranking) < 2:
+        return f"Only one variant was evaluated: **{result.winner}**."
+    first, second = result.ranking[:2]
+    pair = (first, second) if (first, second) in result.comparisons[suite.primary] else (second, first)
+    c = result.comparisons[suite.primary][pair]
+    gap = c.difference.value if pair[0] == first else -c.difference.value
+    text = (f"**{first}** wins on {_title(suite.primary)} ({_direction(suite.primary)}), "
+            f"{gap:+.3f} against the runner-up {second}")
+    if c.significant:
+        return text + f"; the difference is significant (paired bootstrap p = {_p(c.p_value)})."
+    needed = f" About {c.cases_needed} cases would be needed to tell a difference this size apart." if c.cases_needed else ""
+    return (text + f". **This difference is not significant** (p = {_p(c.p_value)}, {c.cases} cases): "
+            f"treat the two as tied on this suite.{needed}")
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str, tag: str) -> str:
+        escaped = html.escape(text)
+        if escaped.startswith("**") and escaped.endswith("**"):
+            escaped = f"<b>{escaped[2:-2]}</b>"
+        return f"<{tag}>{escaped}</{tag}>"
+
+    head = "".join(cell(h, "th") for h in header)
+    body = "".join("<tr>" + "".join(cell(c, "td") for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# -- chart ------------------------------------------------------------------------------------------------
+
+
+def plot_metrics(result: SuiteResult, path: Path) -> None:
+    """One panel per metric: a bar per variant with its 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = result.suite.metrics
+    names = result.ranking
+    columns = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 0.5 + 0.45 * len(names) * rows + 0.9 * rows),
+                             squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes.flat, metrics):
+        estimates = [result.scores[n][metric].estimate for n in names]
+        values = [e.value for e in estimates]
+        errors = [[max(0.0, e.value - e.low) for e in estimates], [max(0.0, e.high - e.value) for e in estimates]]
+        ax.barh(range(len(names)), values, xerr=errors, capsize=3,
+                color=[colours[i % len(colours)] for i in range(len(names))])
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{_title(metric)} ({_direction(metric)})", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(f"{result.suite.name}: {len(result.suite.cases)} cases, 95% bootstrap intervals", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- writing ----------------------------------------------------------------------------------------------
+
+
+def portable_variant(variant: Variant, folder: Path) -> dict[str, Any]:
+    """The variant's settings with every local path rewritten relative to ``folder``, so the file still
+    works where it is written (and when the checkout moves)."""
+    data = variant.to_dict()
+
+    def rel(value: str | None) -> str | None:
+        if not value:
+            return value
+        return os.path.relpath(variant.resolve(value), folder.resolve())
+
+    data["model"]["adapter"] = rel(variant.model.adapter)
+    data["prompt"]["few_shot"] = rel(variant.prompt.few_shot)
+    data["context"]["documents"] = rel(variant.context.documents)
+    # a template found next to the variant (or given absolute) is a path; one only in prompts/ is a name
+    if variant.resolve(variant.prompt.template).is_file():
+        data["prompt"]["template"] = rel(variant.prompt.template)
+    return data
+
+
+def results_rows(result: SuiteResult) -> list[dict[str, Any]]:
+    from assistant.evaluation import extract_label
+
+    rows = []
+    for name, run in result.runs.items():
+        for i, (case, record) in enumerate(zip(result.suite.cases, run.records)):
+            row = {
+                "case": case.id,
+                "variant": name,
+                "variant_hash": run.variant_hash,
+                "weights": run.weights,
+                "question": case.messages[-1]["content"],
+                "reference": case.reference,
+                "answer": record["answer"],
+                "new_tokens": record["new_tokens"],
+                "prompt_tokens": record["prompt_tokens"],
+                "passages": record.get("passages", []),
+                "tags": case.tags,
+                "scores": {m: result.scores[name][m].per_case[i] for m in result.suite.metrics},
+            }
+            if case.label is not None:
+                row["label"] = case.label
+                row["predicted_label"] = extract_label(record["answer"], result.suite.labels)
+            rows.append(row)
+    return rows
+
+
+def write_report(result: SuiteResult, reports: Path | None = None, now: float | None = None) -> Path:
+    """Writes the report folder and returns its path."""
+    suite = result.suite
+    reports = reports or suite.reports
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+    destination = reports / f"{suite.name}-{stamp}"
+    staging = reports / f".{suite.name}-{stamp}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        plot_metrics(result, staging / "metrics.png")
+        rows = results_rows(result)
+        with open(staging / "results.jsonl", "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (staging / "report.md").write_text(render_markdown(result, stamp), encoding="utf-8")
+        (staging / "report.html").write_text(render_html(result, stamp, rows, staging / "metrics.png"), encoding="utf-8")
+        write_winner(result, staging / "winner.yaml", destination, stamp)
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination
+
+
+def write_winner(result: SuiteResult, path: Path, final_folder: Path, stamp: str) -> None:
+    import yaml
+
+    suite = result.suite
+    run = result.runs[result.winner]
+    estimate = result.scores[result.winner][suite.primary].estimate
+    data = {
+        "suite": suite.name,
+        "created": stamp,
+        "serve": suite.serve,
+        "metric": suite.primary,
+        "value": round(estimate.value, 4),
+        "interval": [round(estimate.low, 4), round(estimate.high, 4)],
+        "cases": len(suite.cases),
+        "ranking": result.ranking,
+        "summary": winner_sentence(result).replace("**", ""),
+        "variant_hash": run.variant_hash,
+        # paths relative to the report folder the file ends up in (it is written under a temporary name)
+        "variant": portable_variant(run.variant, final_folder),
+    }
+    header = f"# Winner of suite {suite.name} ({stamp}); serve it with: python app.py --variant {final_folder.name}/winner.yaml\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
+
+
+def is_winner_file(path: str | Path) -> bool:
+    try:
+        data = read_settings_file(Path(path), "variant file")
+    except ConfigError:
+        return False
+    return "variant" in data and "suite" in data
+
+
+def load_winner(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Variant:
+    """The variant a winner.yaml names, ready to serve. Without overrides, its hash must equal the one
+    evaluated: serving something else under the winner's name would be a quiet lie."""
+    path = Path(path)
+    data = read_settings_file(path, "winner file")
+    if not isinstance(data.get("variant"), dict):
+        raise ConfigError(f"{path}: not a winner file (no 'variant' section)")
+    variant = variant_from_dict(apply_overrides(data["variant"], list(overrides)), str(path), root=path.parent)
+    if not overrides and data.get("variant_hash") and variant.variant_hash() != data["variant_hash"]:
+        raise ConfigError(f"{path}: the variant's settings no longer match the evaluated hash "
+                          f"{data['variant_hash']} (was the file edited?)")
+    return variant
+
+
+def latest_winner(reports: Path) -> Path | None:
+    """The newest winner.yaml under ``reports`` that may be served (suites of classifiers opt out)."""
+    found = []
+    for path in Path(reports).glob("*/winner.yaml"):
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            data = read_settings_file(path, "winner file")
+        except Exception:
+            continue
+        if data.get("serve", True):
+            found.append((str(data.get("created", "")), path))
+    return max(found)[1] if found else None
+
+
+# -- markdown and HTML ------------------------------------------------------------------------------------
+
+
+def _notes(result: SuiteResult) -> list[str]:
+    suite = result.suite
+    notes = [
+        f"{len(suite.cases)} cases from `{suite.cases_file.name}`"
+        + (f" (only the first {suite.limit}: a quick look, not a verdict)" if suite.limit else "")
+        + f"; {len(result.runs)} variants; every interval is a 95% bootstrap interval over cases "
+          f"({suite.bootstrap_rounds} resamples). Differences are paired: both variants answered the same cases.",
+        "ROUGE-L, chrF, BLEU, exact match and semantic similarity are means of per-case scores; reference "
+        "perplexity is the corpus perplexity of the reference answers under each variant (lower is better); "
+        "macro-F1 is recomputed on every resample.",
+        "Cost: tokens/s is batched generation throughput (batch of "
+        f"{suite.batch_size}); first token is the median over {suite.cost_probe} streamed answers; peak memory "
+        "is the process's peak while that variant generated (CUDA: peak allocation). Cached answers keep the "
+        "cost measured when they were generated.",
+    ]
+    return notes
+
+
+def render_markdown(result: SuiteResult, stamp: str) -> str:
+    suite = result.suite
+    out = [f"# Evaluation: {suite.name}", "", f"Run {stamp}, {result.seconds:.0f} s. {winner_sentence(result)}", ""]
+    header, rows = headline_rows(result)
+    out += ["## Results", "", _markdown_table(header, rows), "", "![metrics](metrics.png)", ""]
+    out += [f"- {n}" for n in _notes(result)] + [""]
+    out += [f"## Which differences are significant ({_title(suite.primary)}, the primary metric)", "",
+            _markdown_table(COMPARISON_HEADER, comparison_rows(result, suite.primary)), ""]
+    for metric in suite.metrics:
+        if metric != suite.primary:
+            out += [f"### {_title(metric)}", "", _markdown_table(COMPARISON_HEADER, comparison_rows(result, metric)), ""]
+    if result.judged:
+        out += ["## Judge", "", _markdown_table(*judge_table(result)), "",
+                "The judge saw each pair twice with the order swapped; a pair counts as a win only when both "
+                "orders agree, otherwise as a tie. The length-controlled win rate is the predicted win rate at "
+                "equal answer length (logistic fit on the length difference).", ""]
+    out += ["## Variants", ""]
+    for name in result.ranking:
+        run = result.runs[name]
+        v = run.variant
+        out.append(f"- **{name}** `{run.variant_hash}`: template `{v.prompt.template}`, "
+                   f"retrieval {'`' + v.context.retriever + '` top ' + str(v.context.top_k) if v.context.documents else 'off'}, "
+                   f"adapter {'`' + Path(v.model.adapter).name + '`' if v.model.adapter else 'none'}, "
+                   f"few-shot {v.prompt.few_shot_count if v.prompt.few_shot else 0}, base `{v.model.base}` "
+                   f"({v.model.quantization}), max {v.generation.max_new_tokens} new tokens; "
+                   f"{run.cached}/{len(suite.cases)} answers from cache")
+    out += ["", "## Examples", "", "The first five cases; every case is in `report.html` and `results.jsonl`.", ""]
+    for i, case in enumerate(suite.cases[:5]):
+        out += [f"**{case.id}** — {case.messages[-1]['content']}", "", f"- *reference*: {case.reference}"]
+        for name in result.ranking:
+            answer = result.runs[name].records[i]["answer"].replace("\n", " ")
+            out.append(f"- *{name}* ({_title(suite.primary)} {result.scores[name][suite.primary].per_case[i]:.2f}): {answer}")
+        out.append("")
+    return "\n".join(out)
+
+
+def judge_table(result: SuiteResult) -> tuple[list[str], list[list[str]]]:
+    header = ["Variant", "Against", "Win rate [95% CI]", "Length-controlled win rate", "Wins/ties/losses"]
+    rows = []
+    for name, j in result.judged.items():
+        e = j["win_rate"]
+        rows.append([name, j["against"], f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}]",
+                     _fmt(j["length_controlled_win_rate"]), f"{j['wins']}/{j['ties']}/{j['losses']}"])
+    return header, rows
+
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:0.5rem 0 1.5rem;font-size:0.9rem}
+th,td{border:1px solid #ddd;padding:0.3rem 0.5rem;text-align:left;vertical-align:top}
+th{background:#f5f5f5}
+img{max-width:100%}
+.case{border:1px solid #ddd;border-radius:6px;padding:0.6rem 0.8rem;margin:0.8rem 0}
+.answers{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:0.6rem}
+.answer{background:#fafafa;border-radius:4px;padding:0.4rem 0.6rem;white-space:pre-wrap;font-size:0.88rem}
+.reference{background:#eef6ee}
+.score{color:#666;font-size:0.8rem}
+details{margin:0.3rem 0}
+"""
+
+
+def render_html(result: SuiteResult, stamp: str, rows: list[dict], chart: Path) -> str:
+    suite = result.suite
+    esc = html.escape
+    image = base64.b64encode(chart.read_bytes()).decode()
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation: {esc(suite.name)}</title>",
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>Evaluation: {esc(suite.name)}</h1>",
+             f"<p>Run {esc(stamp)}, {result.seconds:.0f} s. {_bold(winner_sentence(result))}</p>",
+             "<h2>Results</h2>", _html_table(*headline_rows(result)),
+             f"<img alt='metrics with confidence intervals' src='data:image/png;base64,{image}'>",
+             "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in _notes(result)) + "</ul>",
+             f"<h2>Which differences are significant ({esc(_title(suite.primary))}, the primary metric)</h2>",
+             _html_table(COMPARISON_HEADER, comparison_rows(result, suite.primary))]
+    for metric in suite.metrics:
+        if metric != suite.primary:
+            parts += [f"<details><summary>{esc(_title(metric))}</summary>",
+                      _html_table(COMPARISON_HEADER, comparison_rows(result, metric)), "</details>"]
+    if result.judged:
+        parts += ["<h2>Judge</h2>", _html_table(*judge_table(result))]
+    parts.append(f"<h2>Every case ({len(suite.cases)})</h2>")
+    by_case: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], {})[row["variant"]] = row
+    for case in suite.cases:
+        answers = by_case[case.id]
+        cells = [f"<div class='answer reference'><b>reference</b>\n{esc(case.reference)}</div>"]
+        for name in result.ranking:
+            row = answers[name]
+            score = row["scores"][suite.primary]
+            cells.append(f"<div class='answer'><b>{esc(name)}</b> <span class='score'>{esc(_title(suite.primary))} "
+                         f"{score:.2f}</span>\n{esc(row['answer'])}</div>")
+        tags = f" <span class='score'>{esc(', '.join(case.tags))}</span>" if case.tags else ""
+        parts.append(f"<div class='case'><b>{esc(case.id)}</b>{tags}<p>{esc(case.messages[-1]['content'])}</p>"
+                     f"<div class='answers'>{''.join(cells)}</div></div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _bold(text: str) -> str:
+    escaped = html.escape(text)
+    while "**" in escaped:
+        escaped = escaped.replace("**", "<b>", 1).replace("**", "</b>", 1)
+    return escaped

