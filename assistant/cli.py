@@ -188,10 +188,15 @@ def _dotted_overrides(extra: list[str]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.method == "dpo":
+        return cmd_train_dpo(args)
+    if not args.config:
+        raise ConfigError("train: give a training config (see configs/tidewater-train.yaml), or --method dpo")
     from assistant.config import load_train_config
     from assistant.train import train
 
-    config = load_train_config(args.config, _dotted_overrides(args.extra))
+    overrides = _dotted_overrides(args.extra) + ([f"name={json.dumps(args.name)}"] if args.name else [])
+    config = load_train_config(args.config, overrides)
     folder = train(config, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     if folder is not None:  # None: another process of a multi-process run
         import yaml
@@ -200,6 +205,64 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print(f"adapter written to {folder}\n\nloss on answer tokens (lower is better):")
         print(loss_table(yaml.safe_load((folder / "card.yaml").read_text())))
+    return 0
+
+
+def cmd_train_dpo(args: argparse.Namespace) -> int:
+    if args.config or args.extra:
+        raise ConfigError("--method dpo takes its settings as options (--from, --pairs, --beta, ...), not a config "
+                          f"file or dotted overrides (got {' '.join(filter(None, [args.config, *args.extra]))})")
+    if not args.start_from or not args.pairs:
+        raise ConfigError("--method dpo needs --from ADAPTER (the SFT adapter to start from) and --pairs FILE "
+                          "(from `assistant feedback export`)")
+    from assistant.dpo import DpoSettings, train_dpo
+
+    settings = DpoSettings(start_from=args.start_from, pairs=args.pairs, name=args.name or "dpo",
+                           output_dir=args.output_dir, beta=args.beta, epochs=args.epochs, max_steps=args.max_steps,
+                           batch_size=args.batch_size, grad_accum=args.grad_accum,
+                           learning_rate=args.learning_rate, seed=args.seed)
+    folder = train_dpo(settings, overwrite=args.overwrite, quiet=args.quiet)
+    print(f"adapter written to {folder}\n")
+    print((folder / "README.md").read_text())
+    return 0
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from assistant.feedback import FeedbackStore, preference_pairs
+
+    database = Path(args.data) / "feedback.db"
+    if not database.is_file():
+        raise ConfigError(f"{database}: no feedback database (the app writes one under --data)")
+    pairs = list(preference_pairs(FeedbackStore(database)))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with open(staging, "w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(pair, ensure_ascii=False) + "\n")
+    os.replace(staging, out)
+    sources = {}
+    for pair in pairs:
+        sources[pair["provenance"]["source"]] = sources.get(pair["provenance"]["source"], 0) + 1
+    detail = ", ".join(f"{n} from {k}" for k, n in sorted(sources.items())) or "none"
+    print(f"{len(pairs)} preference pairs ({detail}) written to {out}")
+    return 0
+
+
+def cmd_feedback_leaderboard(args: argparse.Namespace) -> int:
+    from assistant.feedback import FeedbackStore, leaderboard
+
+    database = Path(args.data) / "feedback.db"
+    if not database.is_file():
+        raise ConfigError(f"{database}: no feedback database (the app writes one under --data)")
+    store = FeedbackStore(database)
+    table = leaderboard(store.votes())
+    print("| rank | variant | rating | 95% interval | votes | wins |\n|---:|---|---:|---|---:|---:|")
+    for rank, s in enumerate(table, 1):
+        print(f"| {rank} | {s.variant} | {s.rating:.0f} | {s.low:.0f} to {s.high:.0f} | {s.votes} | {s.wins} |")
+    ratings = store.ratings()
+    print(f"\n{len(store.votes())} votes, {len(ratings)} ratings "
+          f"({sum(r['rating'] > 0 for r in ratings)} up, {sum(r['rating'] < 0 for r in ratings)} down)")
     return 0
 
 
@@ -334,7 +397,25 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a LoRA adapter (QLoRA on a 4-bit base) from a training config",
         description="Train a LoRA adapter as the config says and write adapters/<name>/. Any setting can be "
         "overridden after the config: --training.learning_rate 1e-4 --lora.r 8 --name try2.")
-    train.add_argument("config", help="training YAML file (see configs/tidewater-train.yaml)")
+    train.add_argument("config", nargs="?", help="training YAML file (see configs/tidewater-train.yaml); "
+                       "not used with --method dpo")
+    train.add_argument("--method", choices=["sft", "dpo"], default="sft",
+                       help="sft: supervised fine-tuning from a config (default); dpo: preference tuning of an "
+                       "SFT adapter from preference pairs (TRL's DPOTrainer)")
+    train.add_argument("--name", help="adapter name (folder under the output folder)")
+    dpo = train.add_argument_group("--method dpo")
+    dpo.add_argument("--from", dest="start_from", metavar="ADAPTER",
+                     help="SFT adapter folder to start from; its variant.yaml says how prompts are rendered")
+    dpo.add_argument("--pairs", metavar="FILE", help="preference pairs JSONL from `assistant feedback export`")
+    dpo.add_argument("--output-dir", default="adapters", help="where the adapter folder goes (default adapters)")
+    dpo.add_argument("--beta", type=float, default=0.1,
+                     help="pull towards the starting adapter: lower lets preferences move the model further (default 0.1)")
+    dpo.add_argument("--epochs", type=float, default=1.0, help="passes over the pairs (default 1)")
+    dpo.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    dpo.add_argument("--batch-size", type=int, default=2, help="pairs per forward pass (default 2)")
+    dpo.add_argument("--grad-accum", type=int, default=1, help="forward passes per optimizer step (default 1)")
+    dpo.add_argument("--learning-rate", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
+    dpo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted run of the same name from its last checkpoint")
     train.add_argument("--overwrite", action="store_true", help="replace an existing adapter of the same name")
@@ -370,6 +451,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--check", action="store_true", help="only check the suite, its variants and cases; load no model")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluation.set_defaults(run=cmd_eval)
+
+    feedback = verbs.add_parser("feedback", help="human feedback collected by the app: preference pairs, leaderboard",
+                                description="Work with the app's feedback database (thumbs and arena votes).")
+    feedback_verbs = feedback.add_subparsers(dest="feedback_verb", required=True, metavar="ACTION")
+    export = feedback_verbs.add_parser(
+        "export", help="write preference pairs (prompt, chosen, rejected, provenance) as JSONL for DPO",
+        description="Pairs come from arena votes where one side won (ties and 'both bad' say nothing about "
+        "which is better) and from thumbs: a liked and a disliked answer to the same conversation.")
+    export.add_argument("--data", default="feedback", help="the app's --data folder (default feedback)")
+    export.add_argument("--out", default="feedback/pairs.jsonl", help="output JSONL (default feedback/pairs.jsonl)")
+    export.set_defaults(run=cmd_feedback_export)
+    board = feedback_verbs.add_parser("leaderboard", help="Bradley-Terry ratings from the arena votes",
+                                      description="Print the leaderboard the app shows, with vote counts.")
+    board.add_argument("--data", default="feedback", help="the app's --data folder (default feedback)")
+    board.set_defaults(run=cmd_feedback_leaderboard)
 
     data = verbs.add_parser("data", help="check training data", description="Check training data.")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")

@@ -264,6 +264,8 @@ def write_winner(result: SuiteResult, path: Path, final_folder: Path, stamp: str
         "variant_hash": run.variant_hash,
         # paths relative to the report folder the file ends up in (it is written under a temporary name)
         "variant": portable_variant(run.variant, final_folder),
+        # every variant evaluated, best first: what the app's arena lets people compare blind
+        "contenders": {name: portable_variant(result.runs[name].variant, final_folder) for name in result.ranking},
     }
     header = f"# Winner of suite {suite.name} ({stamp}); serve it with: python app.py --variant {final_folder.name}/winner.yaml\n"
     path.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
@@ -289,6 +291,14 @@ def load_winner(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: the variant's settings no longer match the evaluated hash "
                           f"{data['variant_hash']} (was the file edited?)")
     return variant
+
+
+def load_contenders(path: str | Path) -> dict[str, Variant]:
+    """Every variant a winner.yaml's evaluation compared, by name, best first."""
+    path = Path(path)
+    data = read_settings_file(path, "winner file")
+    return {name: variant_from_dict(settings, f"{path} (contender {name})", root=path.parent)
+            for name, settings in (data.get("contenders") or {}).items()}
 
 
 def latest_winner(reports: Path) -> Path | None:

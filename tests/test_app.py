@@ -51,3 +51,73 @@ def test_respond_streams_and_cites_passages(tiny_variant):
     assert "30 days" in panel
     expected = bot.reply([{"role": "user", "content": "How many days to return a grinder?"}]).text
     assert answer.split(app.SOURCES_MARK)[0].strip() == expected  # the app serves the one generation path
+
+
+def launch_with_arena(tiny_variant, tmp_path):
+    import dataclasses
+
+    import app
+    from assistant.feedback import FeedbackStore
+    from assistant.generate import Bot
+
+    other = dataclasses.replace(tiny_variant, name="short",
+                                generation=dataclasses.replace(tiny_variant.generation, max_new_tokens=3))
+    arena = {"tiny": Bot(dataclasses.replace(tiny_variant, name="tiny")), "short": Bot(other)}
+    store = FeedbackStore(tmp_path / "feedback.db")
+    demo = app.build_app(arena["tiny"], title="Acme", arena=arena, store=store, seed=0)
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    return demo, url, store, arena
+
+
+def test_arena_vote_is_stored_with_both_variant_ids_and_names_revealed_after(tiny_variant, tmp_path):
+    from gradio_client import Client
+
+    demo, url, store, arena = launch_with_arena(tiny_variant, tmp_path)
+    try:
+        client = Client(url, verbose=False)
+        _, side_a, side_b, note = client.predict("How many days to return a grinder?", api_name="/arena")
+        assert "vote" in note and "tiny" not in note and "short" not in note  # no names before the vote
+        answers = {side_a[-1]["content"][0]["text"] if side_a[-1]["content"] else "",
+                   side_b[-1]["content"][0]["text"] if side_b[-1]["content"] else ""}
+        reveal, board = client.predict(api_name="/vote_b")
+    finally:
+        demo.close()
+    vote, = store.votes()
+    assert vote["outcome"] == "b" and {vote["variant_a"], vote["variant_b"]} == {"tiny", "short"}
+    assert {vote["hash_a"], vote["hash_b"]} == {b.variant.variant_hash() for b in arena.values()}
+    assert {vote["answer_a"], vote["answer_b"]} == answers
+    assert vote["conversation"] == [{"role": "user", "content": "How many days to return a grinder?"}]
+    assert f"A was **{vote['variant_a']}**" in reveal and f"B was **{vote['variant_b']}**" in reveal
+    rows = board["data"]
+    assert {r[1] for r in rows} == {"tiny", "short"} and rows[0][1] == vote["variant_b"]  # the winner leads
+
+
+def test_messages_over_the_limit_are_refused_with_a_reason(tiny_variant, tmp_path):
+    from gradio_client import Client
+
+    import app
+    from assistant.api import Limits
+    from assistant.generate import Bot
+
+    demo = app.build_app(Bot(tiny_variant), limits=Limits(max_message_chars=20, max_history_messages=3))
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        try:
+            client.predict("x" * 30, [], api_name="/respond")
+            raised = ""
+        except Exception as exc:  # gradio_client raises AppError carrying the server's message
+            raised = str(exc)
+        long_history = [{"role": role, "content": [{"type": "text", "text": text}]}
+                        for role, text in (("user", "hi"), ("assistant", "hello"))] * 2
+        try:
+            client.predict("again", long_history, api_name="/respond")
+            raised_history = ""
+        except Exception as exc:
+            raised_history = str(exc)
+    finally:
+        demo.close()
+    assert "30 characters long; the limit is 20" in raised
+    assert "5 messages; the limit is 3" in raised_history and "new conversation" in raised_history

@@ -1,0 +1,106 @@
+"""The OpenAI-compatible endpoint, driven by the official openai client, on the tiny model."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from assistant.api import Limits, add_openai_routes, check_basic_auth
+from assistant.generate import Bot
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve(tiny_variant):
+    """Starts a server with the given credentials and limits; returns (base_url, bot)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    servers = []
+
+    def start(credentials=None, limits=None):
+        bot = Bot(tiny_variant)
+        app = FastAPI()
+        add_openai_routes(app, {"tiny": bot}, limits or Limits(), credentials)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}/v1", bot
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+QUESTION = [{"role": "user", "content": "How many days to return a grinder?"}]
+
+
+def test_models_and_completions_streamed_and_not(serve):
+    from openai import OpenAI
+
+    url, bot = serve()
+    client = OpenAI(base_url=url, api_key="unused", max_retries=0)
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["tiny"]
+
+    expected = bot.reply(QUESTION).text
+    completion = client.chat.completions.create(model="tiny", messages=QUESTION)
+    assert completion.choices[0].message.content == expected
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.completion_tokens > 0 and completion.usage.prompt_tokens > 10
+
+    chunks = list(client.chat.completions.create(model="tiny", messages=QUESTION, stream=True))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
+    assert len(pieces) >= 2  # streamed, not one block
+    assert "".join(pieces).strip() == expected
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_errors_come_back_in_openai_shape(serve):
+    import openai
+
+    url, _ = serve(limits=Limits(max_message_chars=50, max_history_messages=3))
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="no model 'gpt-4'"):
+        client.chat.completions.create(model="gpt-4", messages=QUESTION)
+    with pytest.raises(openai.BadRequestError, match="limit is 50"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 51}])
+    with pytest.raises(openai.BadRequestError, match="4 messages; the limit is 3"):
+        client.chat.completions.create(model="tiny", messages=QUESTION * 4)
+    with pytest.raises(openai.BadRequestError, match="last message must be the user's"):
+        client.chat.completions.create(model="tiny", messages=QUESTION + [{"role": "assistant", "content": "hi"}])
+
+
+def test_credentials_are_required_when_set(serve):
+    import openai
+
+    url, _ = serve(credentials=("team", "s3cret"))
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
+    assert openai.OpenAI(base_url=url, api_key="s3cret", max_retries=0).models.list().data[0].id == "tiny"
+
+
+def test_basic_auth_header_parsing():
+    import base64
+
+    good = "Basic " + base64.b64encode(b"team:s3cret").decode()
+    assert check_basic_auth(None, None)
+    assert check_basic_auth(good, ("team", "s3cret"))
+    assert check_basic_auth("Bearer s3cret", ("team", "s3cret"))
+    assert not check_basic_auth("Basic " + base64.b64encode(b"team:nope").decode(), ("team", "s3cret"))
+    assert not check_basic_auth("Basic !!!", ("team", "s3cret"))
+    assert not check_basic_auth(None, ("team", "s3cret"))
