@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 7860
 
-.PHONY: demo test setup browser bench clean
+.PHONY: demo test setup browser bench clean eval-support eval-sentiment
 
 setup: $(STAMP)
 
@@ -35,6 +35,14 @@ test: setup browser data-sentiment
 bench: setup
 	$(PY) bench/decode.py
 	$(PY) bench/train_speed.py
+	$(PY) bench/load_test.py --clients 20 --seconds 60 -- --set generation.max_new_tokens=48
+
+# The two demo evaluation reports (answers are cached: a second run only rebuilds the report).
+eval-support: setup
+	$(VENV)/bin/assistant eval eval/suites/tidewater.yaml
+
+eval-sentiment: setup data-sentiment
+	$(VENV)/bin/assistant eval eval/suites/sentiment.yaml
 
 # The sentiment demo domain, built from third-party data that is fetched, never committed. Built only when
 # missing (or when the script changes); setup is order-only, so reinstalling does not rebuild the data.

@@ -300,8 +300,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         text = tokenizer.apply_chat_template(messages, tokenize=False)
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    need_answer = not all("text" in r.row for r in records)
-    problems += check_records(records, need_answer=need_answer, count_tokens=count, max_tokens=args.max_tokens,
+    problems += check_records(records, need_answer=True, count_tokens=count, max_tokens=args.max_tokens,
                               eval_questions=leak)
     if problems:
         print(format_problems(problems), file=sys.stderr)
@@ -352,7 +351,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     from assistant.report import winner_sentence, write_report
 
-    result = evaluate_suite(suite, cache=None if args.no_cache else default_cache(), quiet=args.quiet)
+    result = evaluate_suite(suite, cache=None if args.no_cache else default_cache(), quiet=args.quiet,
+                            refresh=args.refresh)
     folder = write_report(result, Path(args.out) if args.out else None)
     print(winner_sentence(result).replace("**", ""))
     print(f"report: {folder / 'report.md'}\n        {folder / 'report.html'}\nwinner: {folder / 'winner.yaml'}")
@@ -448,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", type=int, metavar="N", help="cases generated together (default: the suite's)")
     evaluation.add_argument("--out", metavar="DIR", help="reports folder (default: the suite's, eval/reports)")
     evaluation.add_argument("--no-cache", action="store_true", help="generate every answer again and cache nothing")
+    evaluation.add_argument("--refresh", action="store_true",
+                            help="generate every answer again and replace the cached ones (e.g. to re-measure "
+                            "cost on a quiet machine)")
     evaluation.add_argument("--check", action="store_true", help="only check the suite, its variants and cases; load no model")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluation.set_defaults(run=cmd_eval)

@@ -575,15 +575,18 @@ def answer_cases(
     sv: SuiteVariant,
     cache: AnswerCache | None,
     progress: Callable[[int], None] = lambda n: None,
+    refresh: bool = False,
 ) -> VariantRun:
-    """Answers every case with one variant: cached answers are reused, the rest generated in batches."""
+    """Answers every case with one variant: cached answers are reused, the rest generated in batches.
+    ``refresh`` answers every case again and replaces the cached answers and cost."""
     from assistant.generate import Bot
 
     variant = sv.variant
     bot = Bot(variant)
     weights = weights_fingerprint(variant)
     vhash = variant.variant_hash()
-    records: list[dict | None] = [cache.get(weights, vhash, c.case_hash()) if cache else None for c in suite.cases]
+    records: list[dict | None] = [cache.get(weights, vhash, c.case_hash()) if cache and not refresh else None
+                                  for c in suite.cases]
     cached = sum(r is not None for r in records)
     progress(cached)
     missing = [i for i, r in enumerate(records) if r is None]
@@ -843,7 +846,8 @@ class SuiteResult:
     seconds: float
 
 
-def evaluate_suite(suite: Suite, cache: AnswerCache | None = None, quiet: bool = False) -> SuiteResult:
+def evaluate_suite(suite: Suite, cache: AnswerCache | None = None, quiet: bool = False,
+                   refresh: bool = False) -> SuiteResult:
     """Runs the whole suite: answers (cached), metrics, comparisons, judge, winner."""
     from tqdm.auto import tqdm
 
@@ -856,7 +860,7 @@ def evaluate_suite(suite: Suite, cache: AnswerCache | None = None, quiet: bool =
     with tqdm(total=total, desc="answering", unit="answer", disable=quiet) as bar:
         for sv in suite.variants:
             bar.set_postfix_str(sv.name)
-            runs[sv.name] = answer_cases(suite, sv, cache, bar.update)
+            runs[sv.name] = answer_cases(suite, sv, cache, bar.update, refresh)
     scores = {name: score_run(suite, run) for name, run in runs.items()}
     comparisons: dict[str, dict[tuple[str, str], Any]] = {}
     names = list(runs)

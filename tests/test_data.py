@@ -97,6 +97,15 @@ def test_classification_rows_need_no_answer(tmp_path, tiny_model_dir):
     assert main(["data", "check", str(path), "--base", str(tiny_model_dir)]) == 0
 
 
+def test_classification_and_chat_files_checked_together(tmp_path, tiny_model_dir, capsys):
+    labels = write_rows(tmp_path / "labels.jsonl", [{"text": "I love it", "label": "positive"}])
+    chats = write_rows(tmp_path / "chat.jsonl", [GOOD, chat(("system", "be nice"), ("user", "hello"))])
+    assert main(["data", "check", str(labels), str(chats), "--base", str(tiny_model_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"{chats}:2: no assistant message" in err  # the chat row still needs its answer ...
+    assert f"{labels}:1" not in err  # ... while a label row never has one
+
+
 def test_missing_file_is_a_problem_not_a_crash(tmp_path, tiny_model_dir, capsys):
     assert main(["data", "check", str(tmp_path / "nope.jsonl"), "--base", str(tiny_model_dir)]) == 1
     assert "no such file" in capsys.readouterr().err

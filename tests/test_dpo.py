@@ -125,3 +125,51 @@ def test_dpo_moves_the_policy_towards_chosen_answers_and_is_a_variant(sft_adapte
 
     with pytest.raises(Exception, match="exists"):
         train_dpo(settings, quiet=True)
+
+
+def test_votes_to_export_to_dpo_to_an_evaluation_report(sft_adapter, tiny_model_dir, tmp_path):
+    """The whole loop through the command line: arena votes and thumbs in the store, `feedback export`,
+    `train --method dpo`, and the new adapter evaluated beside the one it started from."""
+    from assistant.cli import main
+    from assistant.config import load_variant
+    from assistant.evaluation import AnswerCache, evaluate_suite, load_suite
+    from assistant.feedback import FeedbackStore, Shown
+    from assistant.report import write_report
+
+    start = load_variant(sft_adapter / "variant.yaml")
+    store = FeedbackStore(tmp_path / "feedback" / "feedback.db")
+    bare = Shown("Shipping to Canada takes five days.", "bare", "b" * 12)
+    for question, good, bad in PAIRS:
+        conversation = [{"role": "user", "content": question}]
+        store.add_vote(conversation, Shown(bad, "bare", "b" * 12), Shown(good, "sft", start.variant_hash()), "b")
+    store.add_rating([{"role": "user", "content": "Do you ship to Canada?"}], Shown("Yes.", "sft", "s" * 12), 1)
+    store.add_rating([{"role": "user", "content": "Do you ship to Canada?"}], bare, -1)
+
+    pairs = tmp_path / "feedback" / "pairs.jsonl"
+    assert main(["feedback", "export", "--data", str(tmp_path / "feedback"), "--out", str(pairs)]) == 0
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    assert len(rows) == 5 and {r["provenance"]["source"] for r in rows} == {"arena", "thumbs"}
+
+    assert main(["train", "--method", "dpo", "--from", str(sft_adapter), "--pairs", str(pairs), "--name", "loop-dpo",
+                 "--output-dir", str(tmp_path / "adapters"), "--max-steps", "8", "--batch-size", "5",
+                 "--learning-rate", "5e-3",
+                 "--quiet"]) == 0
+    (tmp_path / "cases.jsonl").write_text("".join(
+        json.dumps({"question": q, "reference": c}) + "\n" for q, c, _ in PAIRS))
+    (tmp_path / "suite.yaml").write_text(f"""name: loop
+cases: cases.jsonl
+metrics: [rouge_l, perplexity]
+bootstrap_rounds: 100
+cost_probe: 0
+reports: reports
+variants:
+  - file: {sft_adapter / 'variant.yaml'}
+  - file: adapters/loop-dpo/variant.yaml
+""")
+    suite = load_suite(tmp_path / "suite.yaml")
+    result = evaluate_suite(suite, cache=AnswerCache(tmp_path / "cache"), quiet=True)
+    report = (write_report(result) / "report.md").read_text()
+    assert "loop-dpo" in report and "sft" in report
+    # preference tuning towards the chosen answers makes the references (the chosen answers) more likely
+    assert (result.scores["loop-dpo"]["perplexity"].estimate.value
+            < result.scores["sft"]["perplexity"].estimate.value)

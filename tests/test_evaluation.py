@@ -203,6 +203,13 @@ def test_cache_hits_and_invalidation(tmp_path, tiny_model_dir, monkeypatch):
     answer_cases(suite, changed, cache)
     assert calls == [1]
 
+    # --refresh answers everything again and replaces the cache
+    calls.clear()
+    answer_cases(suite, changed, cache, refresh=True)
+    assert calls == [3, 1]
+    calls.clear()
+    assert answer_cases(suite, changed, cache).cached == 4 and calls == []
+
 
 def test_changed_weights_change_the_fingerprint(tmp_path, tiny_model_dir):
     import shutil
