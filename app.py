@@ -146,7 +146,9 @@ def build_app(bot, title: str = "Assistant", *, arena: dict | None = None, store
         conversation = to_model_history(chat[:index])
         if not answer or not conversation or conversation[-1]["role"] != "user":
             return gr.skip()
-        rating = 1 if like.liked is True else -1
+        if like.liked not in (True, False):  # a thumb clicked off again: nothing new to record
+            return gr.skip()
+        rating = 1 if like.liked else -1
         store.add_rating(conversation, Shown(answer[0]["content"], bot.variant.name, bot.variant.variant_hash()),
                          rating, session=request.session_hash)
         return f"Thanks: recorded a thumbs {'up' if rating > 0 else 'down'}. Add a comment below if you like."
@@ -166,6 +168,8 @@ def build_app(bot, title: str = "Assistant", *, arena: dict | None = None, store
         if not message:
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
+        if len(arena) < 2:
+            raise gr.Error("The arena needs two or more variants: start the app with --arena FILE twice or more.")
         conversation = checked([{"role": "user", "content": message}])
         left, right = rng.sample(sorted(arena), 2)  # which two, and on which side, is left to chance
         user = {"role": "user", "content": message}
@@ -343,7 +347,9 @@ def build_server(args: argparse.Namespace):
     from assistant.api import Limits, add_openai_routes
     from assistant.feedback import FeedbackStore
     from assistant.generate import Bot
+    from assistant.models import import_model_libraries
 
+    import_model_libraries()  # before any thread loads a model: concurrent lazy imports can fail
     path, why = served_variant_file(args.variant, Path(args.reports))
     variant = load_any_variant(path, args.overrides)
     print(f"serving {variant.name} ({variant.variant_hash()}) from {path}: {why}", file=sys.stderr)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -103,6 +104,11 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
+        # peft records where the base was loaded from (a cache path on this machine); name it as the variant does
+        config_path = staging / "adapter_config.json"
+        adapter_config = json.loads(config_path.read_text())
+        adapter_config["base_model_name_or_path"] = variant.model.base
+        config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
         template = Bot(variant).template
         served = variant.to_dict()
         served["model"]["adapter"] = "."
@@ -133,7 +139,8 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
                            "device": base.device},
             "prompt_template": {"name": template.name, "sha256": template.content_hash},
             "variant_hash_without_adapter": variant.variant_hash(),
-            "data": {"files": data.files, **data.stats},
+            "data": {"files": {os.path.relpath(name, destination): info for name, info in data.files.items()},
+                     **data.stats},
             "hyperparameters": config.to_dict(),
             "metrics": _round(metrics),
             "training": {"steps": steps, "tokens_seen": int(tokens_seen or 0), "wall_seconds": round(wall_seconds, 1),

@@ -257,6 +257,22 @@ def _quiet_bitsandbytes():
         logger.setLevel(level)
 
 
+def import_model_libraries() -> None:
+    """Imports torch, transformers and peft names in the calling thread. transformers resolves its names
+    lazily, and two threads resolving the same name at once can fail with ImportError; a server calls this
+    once before it starts threads that load models."""
+    import torch  # noqa: F401
+    from peft import PeftModel  # noqa: F401
+    from transformers import (  # noqa: F401
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        BitsAndBytesConfig,
+        StoppingCriteriaList,
+        TextIteratorStreamer,
+    )
+
+
 _TOKENIZERS: dict[tuple, tuple[Any, Any]] = {}
 
 
@@ -305,13 +321,14 @@ def attach_adapter(base: LoadedBase, adapter_dir: Path) -> str:
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ModelNotFoundError(f"adapter {adapter_dir}: no adapter_config.json inside")
     adapter_name = "a" + hashlib.sha256(str(adapter_dir.resolve()).encode()).hexdigest()[:10]
-    model = base.model
-    if isinstance(model, PeftModel):
-        if adapter_name not in model.peft_config:
-            model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
-    else:
-        base.model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
-    base.model.eval()
+    with base.lock:  # never while another request generates on this base, nor two attaches at once
+        model = base.model
+        if isinstance(model, PeftModel):
+            if adapter_name not in model.peft_config:
+                model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+        else:
+            base.model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
+        base.model.eval()
     return adapter_name
 
 

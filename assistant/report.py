@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import ConfigError, Variant, apply_overrides, read_settings_file, variant_from_dict
-from assistant.evaluation import SuiteResult
+from assistant.evaluation import LABEL_METRICS, SuiteResult
 
 METRIC_TITLES = {
     "rouge_l": "ROUGE-L",
@@ -267,7 +267,8 @@ def write_winner(result: SuiteResult, path: Path, final_folder: Path, stamp: str
         # every variant evaluated, best first: what the app's arena lets people compare blind
         "contenders": {name: portable_variant(result.runs[name].variant, final_folder) for name in result.ranking},
     }
-    header = f"# Winner of suite {suite.name} ({stamp}); serve it with: python app.py --variant {final_folder.name}/winner.yaml\n"
+    header = (f"# Winner of suite {suite.name} ({stamp}). The app serves the newest winner by default, or this one\n"
+              f"# with: python app.py --variant <path to>/{final_folder.name}/winner.yaml\n")
     path.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
 
 
@@ -348,6 +349,10 @@ def render_markdown(result: SuiteResult, stamp: str) -> str:
     for metric in suite.metrics:
         if metric != suite.primary:
             out += [f"### {_title(metric)}", "", _markdown_table(COMPARISON_HEADER, comparison_rows(result, metric)), ""]
+    if any(m in LABEL_METRICS for m in suite.metrics):
+        out += ["## Predicted labels", "", "How often each variant answered with each label (the first label its "
+                "answer names; '(none)' when it names none), against the reference labels.", "",
+                _markdown_table(*label_table(result)), ""]
     if result.judged:
         out += ["## Judge", "", _markdown_table(*judge_table(result)), "",
                 "The judge saw each pair twice with the order swapped; a pair counts as a win only when both "
@@ -359,7 +364,7 @@ def render_markdown(result: SuiteResult, stamp: str) -> str:
         v = run.variant
         out.append(f"- **{name}** `{run.variant_hash}`: template `{v.prompt.template}`, "
                    f"retrieval {'`' + v.context.retriever + '` top ' + str(v.context.top_k) if v.context.documents else 'off'}, "
-                   f"adapter {'`' + Path(v.model.adapter).name + '`' if v.model.adapter else 'none'}, "
+                   f"adapter {'`' + v.resolve(v.model.adapter).name + '`' if v.model.adapter else 'none'}, "
                    f"few-shot {v.prompt.few_shot_count if v.prompt.few_shot else 0}, base `{v.model.base}` "
                    f"({v.model.quantization}), max {v.generation.max_new_tokens} new tokens; "
                    f"{run.cached}/{len(suite.cases)} answers from cache")
@@ -371,6 +376,18 @@ def render_markdown(result: SuiteResult, stamp: str) -> str:
             out.append(f"- *{name}* ({_title(suite.primary)} {result.scores[name][suite.primary].per_case[i]:.2f}): {answer}")
         out.append("")
     return "\n".join(out)
+
+
+def label_table(result: SuiteResult) -> tuple[list[str], list[list[str]]]:
+    from assistant.evaluation import extract_label
+
+    labels = result.suite.labels
+    header = ["Variant"] + labels + ["(none)"]
+    rows = [["reference"] + [str(sum(c.label == label for c in result.suite.cases)) for label in labels] + ["0"]]
+    for name in result.ranking:
+        predicted = [extract_label(r["answer"], labels) for r in result.runs[name].records]
+        rows.append([name] + [str(predicted.count(label)) for label in labels] + [str(predicted.count(""))])
+    return header, rows
 
 
 def judge_table(result: SuiteResult) -> tuple[list[str], list[list[str]]]:
@@ -415,6 +432,8 @@ def render_html(result: SuiteResult, stamp: str, rows: list[dict], chart: Path) 
         if metric != suite.primary:
             parts += [f"<details><summary>{esc(_title(metric))}</summary>",
                       _html_table(COMPARISON_HEADER, comparison_rows(result, metric)), "</details>"]
+    if any(m in LABEL_METRICS for m in suite.metrics):
+        parts += ["<h2>Predicted labels</h2>", _html_table(*label_table(result))]
     if result.judged:
         parts += ["<h2>Judge</h2>", _html_table(*judge_table(result))]
     parts.append(f"<h2>Every case ({len(suite.cases)})</h2>")

@@ -12,6 +12,7 @@ adapter is served, and the loss covers only the answer tokens (the reply and its
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers.integrations import TensorBoardCallback
 
 from assistant.config import TaskSettings, TrainConfig, Variant, load_variant, variant_from_dict
 from assistant.data import (
@@ -267,6 +269,26 @@ class PadToLongest:
 # -- callbacks --------------------------------------------------------------------------------------------
 
 
+class PortableTensorBoard(TensorBoardCallback):
+    """TensorBoard logging whose recorded settings carry no path of this machine: the training arguments
+    are logged with folders relative to the runs folder, and the model config (which names the cache folder
+    the base was loaded from) is not logged. The logs are copied into the adapter folder, which is shared."""
+
+    def __init__(self, runs: Path):
+        super().__init__()
+        self.runs = runs
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        if self.tb_writer is None:
+            self._init_summary_writer(args)
+        if self.tb_writer is not None:
+            settings = json.loads(args.to_json_string())
+            settings["output_dir"] = os.path.relpath(args.output_dir, self.runs)
+            self.tb_writer.add_text("args", json.dumps(settings, indent=2, sort_keys=True))
+
+
 class EarlyStopping(EarlyStoppingCallback):
     """Early stopping on the first task's validation loss. With several validation sets (and the test
     set) the Trainer reports each in its own evaluation call; only the one with the metric counts."""
@@ -456,6 +478,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     validation = {name: ExampleDataset(v) for name, v in data.validation.items() if v}
     trainer = Trainer(model=model, args=args, train_dataset=ExampleDataset(data.train), eval_dataset=validation,
                       data_collator=PadToLongest(base.tokenizer.pad_token_id), callbacks=stopping)
+    trainer.remove_callback(TensorBoardCallback)
+    trainer.add_callback(PortableTensorBoard(work.parent))
     trainer.add_callback(RepackGuard())
     for callback in callbacks or []:
         trainer.add_callback(callback)

@@ -104,3 +104,37 @@ def test_basic_auth_header_parsing():
     assert not check_basic_auth("Basic " + base64.b64encode(b"team:nope").decode(), ("team", "s3cret"))
     assert not check_basic_auth("Basic !!!", ("team", "s3cret"))
     assert not check_basic_auth(None, ("team", "s3cret"))
+
+
+def test_login_protects_the_app_and_the_api_on_one_server(tiny_model_dir, tmp_path):
+    import httpx
+    import uvicorn
+    import yaml
+
+    import app
+
+    variant = tmp_path / "tiny.yaml"
+    variant.write_text(yaml.safe_dump({"name": "tiny", "model": {"base": str(tiny_model_dir), "quantization": "none",
+                                                                 "device": "cpu"}}))
+    args = app.parse_args(["--variant", str(variant), "--data", str(tmp_path / "fb"), "--auth", "team:s3cret",
+                           "--reports", str(tmp_path / "none")])
+    assert args.host == "127.0.0.1"  # this machine only, unless asked
+    server_app, bots = app.build_server(args)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(server_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert httpx.get(f"{base}/v1/models").status_code == 401
+        assert httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{base}/config").status_code == 401  # the Gradio app wants the login too
+        with httpx.Client(base_url=base) as browser:
+            assert browser.post("/login", data={"username": "team", "password": "wrong"}).status_code != 200
+            assert browser.post("/login", data={"username": "team", "password": "s3cret"}).status_code == 200
+            assert browser.get("/config").status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -301,6 +301,7 @@ def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_m
     assert page.count("class='case'") == 4 and "You have 30 days to return it." in page
     markdown = (folder / "report.md").read_text()
     assert "significant" in markdown and result.winner in markdown
+    assert "## Predicted labels" in markdown and "| reference | 1 | 2 | 1 | 0 |" in markdown
 
     winner = yaml.safe_load((folder / "winner.yaml").read_text())
     assert winner["variant_hash"] == result.runs[result.winner].variant_hash and winner["suite"] == "tiny"

@@ -1,6 +1,7 @@
 """Training on the tiny model: what changes, what is written, and that training renders what serving renders."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -105,7 +106,8 @@ def test_train_changes_only_lora_weights_and_writes_a_complete_adapter(workspace
     card = yaml.safe_load((folder / "card.yaml").read_text())
     assert card["prompt_template"]["name"] == "support.j2" and len(card["prompt_template"]["sha256"]) == 12
     assert card["base_model"]["location_sha256"] and card["base_model"]["quantization"] == "none"
-    assert set(card["data"]["files"]) == {str(workspace / "train.jsonl")}
+    assert set(card["data"]["files"]) == {os.path.relpath(workspace / "train.jsonl", folder)}  # no machine paths
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == serving_variant(config).model.base
     assert card["hyperparameters"]["lora"]["r"] == 4 and card["training"]["steps"] == 8
     for split in ("base", "adapter"):
         assert {"eval_support_loss", "eval_intent_loss", "test_loss"} <= set(card["metrics"][split])
