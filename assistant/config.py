@@ -106,9 +106,23 @@ class Variant:
         return data
 
     def variant_hash(self) -> str:
-        """12 hex digits over every setting except the name; equal settings give equal hashes."""
+        """12 hex digits over every setting except the name; equal settings give equal hashes.
+
+        Files a setting points to (documents, adapter weights, few-shot examples, the template) count by
+        their content, not by how their path is spelled: the same variant written relative to another
+        folder (a report's winner.yaml, an adapter's variant.yaml) keeps its hash, and editing a document
+        or retraining an adapter changes it.
+        """
         data = self.to_dict()
         data.pop("name")
+        m, p, c = data["model"], data["prompt"], data["context"]
+        if m["adapter"]:
+            m["adapter"] = content_digest(self.resolve(m["adapter"]), suffixes=(".safetensors", ".bin"))
+        if p["few_shot"]:
+            p["few_shot"] = content_digest(self.resolve(p["few_shot"]))
+        if c["documents"]:
+            c["documents"] = content_digest(self.resolve(c["documents"]))
+        p["template"] = _template_identity(self)
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -116,6 +130,39 @@ class Variant:
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def content_digest(path: Path, suffixes: tuple[str, ...] | None = None) -> str:
+    """sha256 of a file, or of a folder's files (relative names and bytes; hidden files skipped; only the
+    given suffixes when set). Memoised per process by size and modification time. A missing path gives
+    'missing:<name>', so a hash can still be computed (and the variant's check reports the path)."""
+    if not path.exists():
+        return f"missing:{path.name}"
+    files = [path] if path.is_file() else sorted(
+        f for f in path.rglob("*")
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
+        and (suffixes is None or f.suffix in suffixes))
+    digest = hashlib.sha256()
+    for f in files:
+        stat = f.stat()
+        key = (str(f.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _DIGESTS:
+            _DIGESTS[key] = hashlib.sha256(f.read_bytes()).hexdigest()
+        digest.update(f"{f.relative_to(path) if f != path else ''}:{_DIGESTS[key]}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _template_identity(variant: "Variant") -> str:
+    """The template's content hash when it can be found, else its name as written."""
+    from assistant.prompts import PromptError, find_template
+
+    try:
+        return find_template(variant.prompt.template, [Path(variant.root)]).content_hash
+    except PromptError:
+        return variant.prompt.template
 
 
 def setting_docs(cls: type) -> dict[str, str]:

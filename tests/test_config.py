@@ -97,3 +97,21 @@ def test_commented_yaml_documents_every_setting_and_round_trips():
     assert text.count("\n  # ") == sum(len(dataclasses.fields(c)) for c in sections)  # one comment per setting
     assert "  # \n" not in text  # and none of them empty
     assert variant_from_dict(yaml.safe_load(text)).variant_hash() == variant.variant_hash()
+
+
+def test_hash_follows_file_contents_not_path_spelling(tmp_path):
+    from assistant.report import portable_variant
+
+    docs = tmp_path / "project" / "docs"
+    docs.mkdir(parents=True)
+    (docs / "a.md").write_text("# A\n\nThirty days.\n")
+    variant = load_variant(None, [f"context.documents={docs}", "prompt.template=support.j2"])
+    before = variant.variant_hash()
+    # the same variant written relative to a report folder elsewhere keeps its hash
+    report = tmp_path / "reports" / "run-1"
+    report.mkdir(parents=True)
+    moved = variant_from_dict(portable_variant(variant, report), root=report)
+    assert moved.context.documents == "../../project/docs" and moved.variant_hash() == before
+    # an edited document is a different variant
+    (docs / "a.md").write_text("# A\n\nFourteen days.\n")
+    assert variant.variant_hash() != before
