@@ -78,16 +78,17 @@ def leaderboard_rows(store) -> list[list]:
             for rank, s in enumerate(leaderboard(store.votes()), 1)]
 
 
-def report_markdown(reports: Path | None) -> str:
-    """The latest evaluation report as Markdown (its chart is in report.html beside it)."""
+def latest_report(reports: Path | None) -> tuple[str, str | None]:
+    """The latest evaluation report as Markdown, and its chart (shown above it)."""
     from assistant.report import latest_winner
 
     winner = latest_winner(reports) if reports else None
     if winner is None:
-        return "_No evaluation report yet. Run `assistant eval eval/suites/<suite>.yaml`._"
+        return "_No evaluation report yet. Run `assistant eval eval/suites/<suite>.yaml`._", None
     text = (winner.parent / "report.md").read_text(encoding="utf-8")
-    text = text.replace("![metrics](metrics.png)", f"_Chart and every case's answers: `{winner.parent / 'report.html'}`_")
-    return text
+    text = text.replace("![metrics](metrics.png)", f"_Every case's answers side by side: `{winner.parent.name}/report.html`_")
+    chart = winner.parent / "metrics.png"
+    return text, str(chart) if chart.is_file() else None
 
 
 def build_app(bot, title: str = "Assistant", *, arena: dict | None = None, store=None, limits=None,
@@ -249,14 +250,17 @@ def build_app(bot, title: str = "Assistant", *, arena: dict | None = None, store
                                  elem_id="leaderboard", interactive=False)
             refresh = gr.Button("Refresh", elem_id="leaderboard-refresh")
         with gr.Tab("Evaluation"):
-            evaluation = gr.Markdown(report_markdown(reports), elem_id="evaluation")
+            report_text, report_chart = latest_report(reports)
+            chart = gr.Image(report_chart, label="Metrics with 95% intervals", elem_id="evaluation-chart",
+                             interactive=False, visible=report_chart is not None)
+            evaluation = gr.Markdown(report_text, elem_id="evaluation")
 
         arena_box.submit(arena_respond, [arena_box, arena_state], [arena_box, side_a, side_b, reveal, arena_state],
                          api_name="arena")
         for key, button in buttons.items():
             button.click(_bind(vote, key), [arena_state], [reveal, arena_state, board], api_name=f"vote_{key}")
         refresh.click(lambda: leaderboard_rows(store), None, [board], api_name=False)
-        demo.load(lambda: (leaderboard_rows(store), report_markdown(reports)), None, [board, evaluation],
+        demo.load(lambda: (leaderboard_rows(store), *latest_report(reports)), None, [board, evaluation, chart],
                   api_name=False)
     return demo
 

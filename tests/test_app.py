@@ -121,3 +121,13 @@ def test_messages_over_the_limit_are_refused_with_a_reason(tiny_variant, tmp_pat
         demo.close()
     assert "30 characters long; the limit is 20" in raised
     assert "5 messages; the limit is 3" in raised_history and "new conversation" in raised_history
+
+
+def test_evaluation_tab_shows_the_latest_servable_report():
+    import app
+
+    text, chart = app.latest_report(app.REPORTS)
+    assert text.startswith("# Evaluation: tidewater-support")  # the sentiment suite opts out of serving
+    assert chart is not None and chart.endswith("metrics.png")
+    assert "report.html" in text
+    assert app.latest_report(None) == ("_No evaluation report yet. Run `assistant eval eval/suites/<suite>.yaml`._", None)
