@@ -13,9 +13,7 @@ The folder is built under a temporary name and renamed into place, so a report i
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
-import io
 import json
 import math
 import os

@@ -7,7 +7,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -278,7 +277,7 @@ def test_winner_by_primary_then_secondary_then_speed(tmp_path, tiny_model_dir):
 
 def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_model_dir):
     import app
-    from assistant.report import latest_winner, load_winner, write_report
+    from assistant.report import load_winner, write_report
 
     suite = load_suite(write_suite(tmp_path, tiny_model_dir, metrics="[rouge_l, exact_match, perplexity, accuracy, macro_f1]"))
     result = evaluate_suite(suite, cache=AnswerCache(tmp_path / "cache"), quiet=True)
