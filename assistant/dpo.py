@@ -88,21 +88,17 @@ def render_pairs(variant: Variant, pairs: list[dict[str, Any]]) -> list[dict[str
     """Prompt text as served, and each answer as the chat template writes it after that prompt (with its
     end-of-turn marker, so the policy learns where to stop), exactly as SFT examples are encoded."""
     from assistant.generate import Bot
+    from assistant.train import answer_text
 
     bot = Bot(dataclasses.replace(variant, model=dataclasses.replace(variant.model, adapter=None)))
-    tokenizer = bot.tokenizer
     rows = []
     for pair in pairs:
         prepared = bot.prepare(pair["prompt"])
-        row = {"prompt": prepared.text}
-        for key in ("chosen", "rejected"):
-            full = tokenizer.apply_chat_template(prepared.messages + [{"role": "assistant", "content": pair[key]}],
-                                                 tokenize=False)
-            if not full.startswith(prepared.text):
-                raise DataError(f"{pair['where']}: the chat template renders the prompt differently when an answer "
-                                "follows; cannot separate prompt and answer")
-            row[key] = full[len(prepared.text):]
-        rows.append(row)
+        try:
+            rows.append({"prompt": prepared.text, "chosen": answer_text(bot, prepared, pair["chosen"]),
+                         "rejected": answer_text(bot, prepared, pair["rejected"])})
+        except DataError as exc:
+            raise DataError(f"{pair['where']}: {exc}") from None
     return rows
 
 

@@ -99,14 +99,20 @@ def encode(bot, history: list[dict[str, str]], answer: str) -> tuple[list[int], 
     The answer's text is whatever the chat template writes after the prompt for this reply, so the
     end-of-turn marker is learned too and the model stops where serving expects it to.
     """
-    tokenizer = bot.tokenizer
     prepared = bot.prepare(history)
-    full = tokenizer.apply_chat_template(prepared.messages + [{"role": "assistant", "content": answer}], tokenize=False)
+    answer_ids = bot.tokenizer(answer_text(bot, prepared, answer), add_special_tokens=False)["input_ids"]
+    return prepared.input_ids + answer_ids, [IGNORE] * len(prepared.input_ids) + answer_ids
+
+
+def answer_text(bot, prepared, answer: str) -> str:
+    """What the chat template writes after the served prompt when ``answer`` is the reply: the answer and
+    its end-of-turn marker. Used for SFT examples and for DPO's chosen and rejected answers alike."""
+    full = bot.tokenizer.apply_chat_template(prepared.messages + [{"role": "assistant", "content": answer}],
+                                             tokenize=False)
     if not full.startswith(prepared.text):
         raise DataError(f"the chat template of {bot.variant.model.base} renders the prompt differently when an "
-                        "answer follows; cannot mask the prompt reliably")
-    answer_ids = tokenizer(full[len(prepared.text):], add_special_tokens=False)["input_ids"]
-    return prepared.input_ids + answer_ids, [IGNORE] * len(prepared.input_ids) + answer_ids
+                        "answer follows; cannot separate prompt and answer reliably")
+    return full[len(prepared.text):]
 
 
 def split_records(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
