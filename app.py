@@ -320,6 +320,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arena", action="append", default=[], metavar="FILE",
                         help="a variant for the blind arena (repeat; two or more). Default: every variant of "
                         "the served winner's evaluation")
+    parser.add_argument("--api-variant", action="append", default=[], metavar="FILE",
+                        help="also serve this variant (a variant file or winner.yaml) on the OpenAI-compatible API, "
+                        "by its name (repeatable); the chat variant and the arena variants are always served")
     parser.add_argument("--reports", default=str(REPORTS), metavar="DIR",
                         help=f"evaluation reports: the latest winner and report (default: {REPORTS.relative_to(ROOT)})")
     parser.add_argument("--data", default=str(FEEDBACK), metavar="DIR",
@@ -376,10 +379,14 @@ def build_server(args: argparse.Namespace):
                      limits=limits, reports=Path(args.reports))
     demo.queue(default_concurrency_limit=args.concurrency)
     server = FastAPI(title="assistant", docs_url=None, redoc_url=None, openapi_url=None)
-    add_openai_routes(server, {bot.variant.name: bot, **arena}, limits, credentials)
+    extra = [Bot(load_any_variant(Path(f), args.overrides)) for f in args.api_variant]
+    for other in extra:
+        other.check()
+    api = {b.variant.name: b for b in [bot, *arena.values(), *extra]}
+    add_openai_routes(server, api, limits, credentials)
+    print(f"API models: {', '.join(api)}", file=sys.stderr)
     server = gr.mount_gradio_app(server, demo, path="", auth=credentials)
-    bots = [bot, *arena.values()]
-    return server, bots
+    return server, list(api.values())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,8 +116,12 @@ def test_login_protects_the_app_and_the_api_on_one_server(tiny_model_dir, tmp_pa
     variant = tmp_path / "tiny.yaml"
     variant.write_text(yaml.safe_dump({"name": "tiny", "model": {"base": str(tiny_model_dir), "quantization": "none",
                                                                  "device": "cpu"}}))
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"name": "other", "model": {"base": str(tiny_model_dir), "quantization": "none",
+                                                                "device": "cpu"}, "prompt": {"template": "support.j2"},
+                                     "generation": {"max_new_tokens": 3}}))
     args = app.parse_args(["--variant", str(variant), "--data", str(tmp_path / "fb"), "--auth", "team:s3cret",
-                           "--reports", str(tmp_path / "none")])
+                           "--reports", str(tmp_path / "none"), "--api-variant", str(other)])
     assert args.host == "127.0.0.1"  # this machine only, unless asked
     server_app, bots = app.build_server(args)
     port = free_port()
@@ -129,7 +133,8 @@ def test_login_protects_the_app_and_the_api_on_one_server(tiny_model_dir, tmp_pa
     base = f"http://127.0.0.1:{port}"
     try:
         assert httpx.get(f"{base}/v1/models").status_code == 401
-        assert httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        models = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer s3cret"})
+        assert models.status_code == 200 and [m["id"] for m in models.json()["data"]] == ["tiny", "other"]
         assert httpx.get(f"{base}/config").status_code == 401  # the Gradio app wants the login too
         with httpx.Client(base_url=base) as browser:
             assert browser.post("/login", data={"username": "team", "password": "wrong"}).status_code != 200
