@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -98,11 +97,11 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
     """Writes the adapter folder atomically (see the module docstring). Returns ``destination``."""
     import yaml
 
+    from assistant.config import portable_variant
     from assistant.generate import Bot
+    from assistant.models import publish_atomically
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    def build(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         # peft records where the base was loaded from (a cache path on this machine); name it as the variant does
         config_path = staging / "adapter_config.json"
@@ -110,14 +109,10 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
         adapter_config["base_model_name_or_path"] = variant.model.base
         config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
         template = Bot(variant).template
-        served = variant.to_dict()
+        # paths in the variant file are relative to it; keep them valid from the adapter's folder
+        served = portable_variant(variant, destination)
         served["model"]["adapter"] = "."
         served["name"] = config.name
-        for section, key in (("context", "documents"), ("prompt", "few_shot"), ("prompt", "template")):
-            value = served[section][key]
-            # Paths in the variant file are relative to it; keep them valid from the adapter's folder.
-            if value and (Path(variant.root) / value).exists():
-                served[section][key] = os.path.relpath(variant.resolve(value), destination)
         (staging / "variant.yaml").write_text(yaml.safe_dump(served, sort_keys=False))
 
         rows = loss_rows(history, metrics.get("base"))
@@ -150,16 +145,9 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
         }
         (staging / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
         (staging / "README.md").write_text(_readme(card))
-        if destination.exists():  # --overwrite: swap in the new folder, then drop the old one
-            old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
-            os.rename(destination, old)
-            os.rename(staging, destination)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return destination
+
+    # --overwrite: an existing folder is swapped for the new one only once the new one is complete
+    return publish_atomically(destination, build, replace=True)
 
 
 def _round(value):

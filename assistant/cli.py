@@ -227,13 +227,19 @@ def cmd_train_dpo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_feedback_export(args: argparse.Namespace) -> int:
-    from assistant.feedback import FeedbackStore, preference_pairs
+def _feedback_store(args: argparse.Namespace):
+    from assistant.feedback import FeedbackStore
 
     database = Path(args.data) / "feedback.db"
     if not database.is_file():
         raise ConfigError(f"{database}: no feedback database (the app writes one under --data)")
-    pairs = list(preference_pairs(FeedbackStore(database)))
+    return FeedbackStore(database)
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from assistant.feedback import preference_pairs
+
+    pairs = list(preference_pairs(_feedback_store(args)))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -250,12 +256,9 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
 
 
 def cmd_feedback_leaderboard(args: argparse.Namespace) -> int:
-    from assistant.feedback import FeedbackStore, leaderboard
+    from assistant.feedback import leaderboard
 
-    database = Path(args.data) / "feedback.db"
-    if not database.is_file():
-        raise ConfigError(f"{database}: no feedback database (the app writes one under --data)")
-    store = FeedbackStore(database)
+    store = _feedback_store(args)
     table = leaderboard(store.votes())
     print("| rank | variant | rating | 95% interval | votes | wins |\n|---:|---|---:|---|---:|---:|")
     for rank, s in enumerate(table, 1):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import types
 import typing
@@ -163,6 +164,25 @@ def _template_identity(variant: "Variant") -> str:
         return find_template(variant.prompt.template, [Path(variant.root)]).content_hash
     except PromptError:
         return variant.prompt.template
+
+
+def portable_variant(variant: Variant, folder: Path) -> dict[str, Any]:
+    """The variant's settings with every local path rewritten relative to ``folder``, so the file still
+    works where it is written (and when the checkout moves)."""
+    data = variant.to_dict()
+
+    def rel(value: str | None) -> str | None:
+        if not value:
+            return value
+        return os.path.relpath(variant.resolve(value), folder.resolve())
+
+    data["model"]["adapter"] = rel(variant.model.adapter)
+    data["prompt"]["few_shot"] = rel(variant.prompt.few_shot)
+    data["context"]["documents"] = rel(variant.context.documents)
+    # a template found next to the variant (or given absolute) is a path; one only in prompts/ is a name
+    if variant.resolve(variant.prompt.template).is_file():
+        data["prompt"]["template"] = rel(variant.prompt.template)
+    return data
 
 
 def setting_docs(cls: type) -> dict[str, str]:

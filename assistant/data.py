@@ -21,7 +21,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 ROLES = ("system", "user", "assistant")
 
@@ -47,6 +47,20 @@ class Record:
         return [m["content"] for m in self.messages if m["role"] == "user"]
 
 
+def jsonl_rows(path: Path) -> Iterator[tuple[str, int, Any, str | None]]:
+    """Each non-blank line of a JSONL file as ``(where, line number, row, problem)``: ``where`` is
+    'file:line'; when the line is not valid JSON, ``row`` is None and ``problem`` says why."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row, problem = json.loads(line), None
+            except json.JSONDecodeError as exc:
+                row, problem = None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+            yield f"{path}:{number}", number, row, problem
+
+
 def read_jsonl(path: Path) -> tuple[list[Record], list[str]]:
     """Parses a JSONL file into records; returns the records and the problems of rows that could not parse.
 
@@ -57,21 +71,13 @@ def read_jsonl(path: Path) -> tuple[list[Record], list[str]]:
     problems: list[str] = []
     if not path.is_file():
         return [], [f"{path}: no such file"]
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            where = f"{path}:{number}"
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
-                continue
+    for where, _, row, problem in jsonl_rows(path):
+        if problem is None:
             record, problem = _normalise(row, where)
-            if problem:
-                problems.append(f"{where}: {problem}")
-            else:
-                records.append(record)
+        if problem:
+            problems.append(f"{where}: {problem}")
+        else:
+            records.append(record)
     if not records and not problems:
         problems.append(f"{path}: no rows")
     return records, problems

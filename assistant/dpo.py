@@ -16,14 +16,14 @@ import dataclasses
 import json
 import math
 import os
-import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.config import ConfigError, Variant, load_variant
-from assistant.data import DataError
+from assistant.config import ConfigError, Variant, load_variant, portable_variant
+from assistant.data import DataError, jsonl_rows
 
 
 @dataclass
@@ -50,33 +50,27 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{path}: no such preference file (write one with `assistant feedback export`)")
     pairs, problems = [], []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{where}: invalid JSON ({exc.msg})")
-                continue
-            prompt = row.get("prompt") if isinstance(row, dict) else None
-            if isinstance(prompt, str):
-                prompt = [{"role": "user", "content": prompt}]
-            if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and m.get("role") in
-                    ("system", "user", "assistant") and isinstance(m.get("content"), str) for m in prompt)
-                    and prompt[-1]["role"] == "user"):
-                problems.append(f"{where}: 'prompt' must be text or a message list ending with the user's message")
-                continue
-            chosen, rejected = row.get("chosen"), row.get("rejected")
-            if not (isinstance(chosen, str) and chosen.strip() and isinstance(rejected, str) and rejected.strip()):
-                problems.append(f"{where}: 'chosen' and 'rejected' must be non-empty text")
-                continue
-            if chosen.strip() == rejected.strip():
-                problems.append(f"{where}: 'chosen' and 'rejected' are the same answer")
-                continue
-            pairs.append({"prompt": [m for m in prompt if m["role"] != "system"], "chosen": chosen,
-                          "rejected": rejected, "where": where})
+    for where, _, row, problem in jsonl_rows(path):
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        prompt = row.get("prompt") if isinstance(row, dict) else None
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and m.get("role") in
+                ("system", "user", "assistant") and isinstance(m.get("content"), str) for m in prompt)
+                and prompt[-1]["role"] == "user"):
+            problems.append(f"{where}: 'prompt' must be text or a message list ending with the user's message")
+            continue
+        chosen, rejected = row.get("chosen"), row.get("rejected")
+        if not (isinstance(chosen, str) and chosen.strip() and isinstance(rejected, str) and rejected.strip()):
+            problems.append(f"{where}: 'chosen' and 'rejected' must be non-empty text")
+            continue
+        if chosen.strip() == rejected.strip():
+            problems.append(f"{where}: 'chosen' and 'rejected' are the same answer")
+            continue
+        pairs.append({"prompt": [m for m in prompt if m["role"] != "system"], "chosen": chosen,
+                      "rejected": rejected, "where": where})
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the preference pairs:\n  " + "\n  ".join(problems))
     if not pairs:
@@ -109,7 +103,9 @@ def train_dpo(settings: DpoSettings, root: Path = Path("."), overwrite: bool = F
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer
 
-    from assistant.models import disable_cpu_4bit_repacking, load_base
+    import yaml
+
+    from assistant.models import disable_cpu_4bit_repacking, load_base, publish_atomically
 
     start = (root / settings.start_from).resolve()
     if not (start / "variant.yaml").is_file() or not (start / "adapter_config.json").is_file():
@@ -128,69 +124,60 @@ def train_dpo(settings: DpoSettings, root: Path = Path("."), overwrite: bool = F
     base.model.config.use_cache = False
     torch.manual_seed(settings.seed)
     model = PeftModel.from_pretrained(base.model, str(start), is_trainable=True)
-    staging = destination.parent / f".{destination.name}.{os.getpid()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
     cuda = base.device.startswith("cuda")
-    args = DPOConfig(
-        output_dir=str(staging / "run"),
-        beta=settings.beta,
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps or -1,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        learning_rate=settings.learning_rate,
-        max_length=settings.max_length,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=settings.seed,
-        use_cpu=not cuda,
-        bf16=cuda and base.dtype == torch.bfloat16,
-        disable_tqdm=quiet,
-    )
     started = time.perf_counter()
-    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=base.tokenizer)
-    trainer.train()
+    with tempfile.TemporaryDirectory(prefix="dpo-") as scratch:  # save_strategy "no": the Trainer keeps nothing
+        args = DPOConfig(
+            output_dir=scratch,
+            beta=settings.beta,
+            num_train_epochs=settings.epochs,
+            max_steps=settings.max_steps or -1,
+            per_device_train_batch_size=settings.batch_size,
+            gradient_accumulation_steps=settings.grad_accum,
+            learning_rate=settings.learning_rate,
+            max_length=settings.max_length,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=settings.seed,
+            use_cpu=not cuda,
+            bf16=cuda and base.dtype == torch.bfloat16,
+            disable_tqdm=quiet,
+        )
+        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=base.tokenizer)
+        trainer.train()
     seconds = time.perf_counter() - started
     history = [h for h in trainer.state.log_history if "loss" in h]
-    try:
-        model.save_pretrained(str(staging), selected_adapters=["default"])
-        shutil.rmtree(staging / "run", ignore_errors=True)
-        served = dataclasses.replace(variant, name=settings.name,
-                                     model=dataclasses.replace(variant.model, adapter="."))
-        # relative paths in the SFT variant were relative to its folder; re-anchor them to the new one
-        from assistant.report import portable_variant
+    hyperparameters = {k: v for k, v in dataclasses.asdict(settings).items()
+                       if k not in ("start_from", "pairs", "name", "output_dir")}
+    card = {
+        "name": settings.name,
+        "method": "dpo",
+        "start_from": os.path.relpath(start, destination),
+        "pairs": {"file": os.path.relpath((root / settings.pairs).resolve(), destination), "count": len(rows)},
+        "settings": hyperparameters,
+        "steps": trainer.state.global_step,
+        "seconds": round(seconds, 1),
+        "first": _metrics(history[0]) if history else {},
+        "last": _metrics(history[-1]) if history else {},
+    }
 
-        data = portable_variant(dataclasses.replace(served, model=dataclasses.replace(served.model, adapter=None)),
-                                destination)
-        data["model"]["adapter"] = "."
-        import yaml
-
-        (staging / "variant.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        card = {
-            "name": settings.name,
-            "method": "dpo",
-            "start_from": os.path.relpath(start, destination),
-            "pairs": {"file": os.path.relpath((root / settings.pairs).resolve(), destination), "count": len(rows)},
-            "settings": dataclasses.asdict(settings),
-            "steps": trainer.state.global_step,
-            "seconds": round(seconds, 1),
-            "first": _metrics(history[0]) if history else {},
-            "last": _metrics(history[-1]) if history else {},
-        }
+    def build(staging: Path) -> None:
+        model.save_pretrained(str(staging), selected_adapters=["default"])  # the policy, not TRL's "ref" copy
+        # the SFT variant's relative paths were relative to its folder; re-anchor them to the new one
+        served = portable_variant(dataclasses.replace(variant, model=dataclasses.replace(variant.model, adapter=None)),
+                                  destination)
+        served["name"] = settings.name
+        served["model"]["adapter"] = "."
+        (staging / "variant.yaml").write_text(yaml.safe_dump(served, sort_keys=False), encoding="utf-8")
         (staging / "card.yaml").write_text(yaml.safe_dump(card, sort_keys=False), encoding="utf-8")
         with open(staging / "history.jsonl", "w", encoding="utf-8") as handle:
             for h in history:
                 handle.write(json.dumps(h) + "\n")
         (staging / "README.md").write_text(_readme(card), encoding="utf-8")
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return destination
+
+    return publish_atomically(destination, build, replace=True)
 
 
 def _metrics(entry: dict[str, Any]) -> dict[str, float]:

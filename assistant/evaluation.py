@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from assistant.config import ConfigError, Variant, apply_overrides, read_settings_file, variant_from_dict
+from assistant.data import jsonl_rows
 
 LABEL_METRICS = ("accuracy", "macro_f1")
 DEFAULT_METRICS = ["rouge_l", "chrf", "bleu", "exact_match", "semantic_similarity", "perplexity"]
@@ -123,25 +124,16 @@ def read_cases(path: Path) -> list[Case]:
     cases: list[Case] = []
     problems: list[str] = []
     seen: dict[str, str] = {}
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            where = f"{path}:{number}"
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
-                continue
+    for where, number, row, problem in jsonl_rows(path):
+        if problem is None:
             case, problem = _case(row, where, number)
-            if problem:
-                problems.append(f"{where}: {problem}")
-                continue
-            if case.id in seen:
-                problems.append(f"{where}: id {case.id!r} is used already at {seen[case.id]}")
-                continue
-            seen[case.id] = where
-            cases.append(case)
+        if problem is None and case.id in seen:
+            problem = f"id {case.id!r} is used already at {seen[case.id]}"
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        seen[case.id] = where
+        cases.append(case)
     if not cases and not problems:
         problems.append(f"{path}: no cases")
     if problems:

@@ -54,27 +54,36 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def publish_atomically(destination: Path, build: Callable[[Path], None]) -> Path:
+def publish_atomically(destination: Path, build: Callable[[Path], None], replace: bool = False) -> Path:
     """Builds a folder in a temporary sibling and renames it into place.
 
     Two processes doing this at once both build, one rename wins, the other's copy is discarded: readers
-    never see a half-written folder. A crash leaves only a temporary folder, never ``destination``.
+    never see a half-written folder. A crash or an exception in ``build`` leaves neither a temporary
+    folder nor a changed ``destination``.
 
     Args:
-        destination: final folder; returned as is when it already exists.
+        destination: final folder; returned as is when it already exists, unless ``replace``.
         build: fills the empty folder it is given.
+        replace: swap an existing ``destination`` for the new folder (the old one is renamed aside first
+            and deleted after, so the name always points at a complete folder).
     """
-    if destination.is_dir():
+    if destination.is_dir() and not replace:
         return destination
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
         build(staging)
-        try:
+        if replace and destination.exists():
+            old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+            os.rename(destination, old)
             os.rename(staging, destination)
-        except OSError:
-            if not destination.is_dir():  # a real failure, not a lost race
-                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(staging, destination)
+            except OSError:
+                if not destination.is_dir():  # a real failure, not a lost race
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return destination

@@ -16,14 +16,20 @@ import base64
 import html
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from assistant.config import ConfigError, Variant, apply_overrides, read_settings_file, variant_from_dict
+from assistant.config import (
+    ConfigError,
+    Variant,
+    apply_overrides,
+    portable_variant,
+    read_settings_file,
+    variant_from_dict,
+)
 from assistant.evaluation import LABEL_METRICS, SuiteResult
+from assistant.models import publish_atomically
 
 METRIC_TITLES = {
     "rouge_l": "ROUGE-L",
@@ -170,25 +176,6 @@ def plot_metrics(result: SuiteResult, path: Path) -> None:
 # -- writing ----------------------------------------------------------------------------------------------
 
 
-def portable_variant(variant: Variant, folder: Path) -> dict[str, Any]:
-    """The variant's settings with every local path rewritten relative to ``folder``, so the file still
-    works where it is written (and when the checkout moves)."""
-    data = variant.to_dict()
-
-    def rel(value: str | None) -> str | None:
-        if not value:
-            return value
-        return os.path.relpath(variant.resolve(value), folder.resolve())
-
-    data["model"]["adapter"] = rel(variant.model.adapter)
-    data["prompt"]["few_shot"] = rel(variant.prompt.few_shot)
-    data["context"]["documents"] = rel(variant.context.documents)
-    # a template found next to the variant (or given absolute) is a path; one only in prompts/ is a name
-    if variant.resolve(variant.prompt.template).is_file():
-        data["prompt"]["template"] = rel(variant.prompt.template)
-    return data
-
-
 def results_rows(result: SuiteResult) -> list[dict[str, Any]]:
     from assistant.evaluation import extract_label
 
@@ -222,10 +209,8 @@ def write_report(result: SuiteResult, reports: Path | None = None, now: float | 
     reports = reports or suite.reports
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
     destination = reports / f"{suite.name}-{stamp}"
-    staging = reports / f".{suite.name}-{stamp}.{os.getpid()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+
+    def build(staging: Path) -> None:
         plot_metrics(result, staging / "metrics.png")
         rows = results_rows(result)
         with open(staging / "results.jsonl", "w", encoding="utf-8") as handle:
@@ -234,13 +219,8 @@ def write_report(result: SuiteResult, reports: Path | None = None, now: float | 
         (staging / "report.md").write_text(render_markdown(result, stamp), encoding="utf-8")
         (staging / "report.html").write_text(render_html(result, stamp, rows, staging / "metrics.png"), encoding="utf-8")
         write_winner(result, staging / "winner.yaml", destination, stamp)
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return destination
+
+    return publish_atomically(destination, build, replace=True)
 
 
 def write_winner(result: SuiteResult, path: Path, final_folder: Path, stamp: str) -> None:

@@ -100,7 +100,7 @@ def test_commented_yaml_documents_every_setting_and_round_trips():
 
 
 def test_hash_follows_file_contents_not_path_spelling(tmp_path):
-    from assistant.report import portable_variant
+    from assistant.config import portable_variant
 
     docs = tmp_path / "project" / "docs"
     docs.mkdir(parents=True)
