@@ -274,14 +274,66 @@ def test_two_process_data_parallel_run_writes_the_same_adapter_format(workspace,
     assert {"adapter_model.safetensors", "adapter_config.json", "card.yaml", "variant.yaml"} <= {p.name for p in folder.iterdir()}
 
 
+class _Diverge:
+    """A Trainer callback that ruins the adapter after ``from_step``: every LoRA B matrix is filled with a
+    large constant after each step, so validation loss gets far worse than at the first evaluation whatever
+    the CPU's kernels do. Divergence is forced, not hoped for."""
+
+    def __init__(self, from_step: int):
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, model=None, **kwargs):
+                import torch
+
+                if state.global_step >= from_step:
+                    with torch.no_grad():
+                        for name, param in model.named_parameters():
+                            if "lora_B" in name:
+                                param.fill_(3.0)
+
+        self.callback = Callback()
+
+
 def test_early_stopping_ends_a_diverging_run_and_keeps_the_best_checkpoint(workspace):
     from assistant.train import train
 
     config = load_train_config(workspace / "train.yaml", ["training.max_steps=30", "training.eval_every=2",
-                                                           "training.patience=1", "training.learning_rate=5.0"])
-    card = yaml.safe_load((train(config, quiet=True) / "card.yaml").read_text())
-    assert card["training"]["steps"] < 30  # stopped early
-    assert card["training"]["best_checkpoint_step"] < card["training"]["steps"]
+                                                           "training.patience=1"])
+    adapter = train(config, quiet=True, callbacks=[_Diverge(from_step=3).callback])
+    card = yaml.safe_load((adapter / "card.yaml").read_text())
+    assert card["training"]["steps"] == 4  # step 4's evaluation was worse than step 2's: stopped there
+    assert card["training"]["best_checkpoint_step"] == 2
+    # the adapter written is the best checkpoint's, not the ruined one's
+    from safetensors.torch import load_file
+
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert all(not (t == 3.0).all() for name, t in weights.items() if "lora_B" in name)
+
+
+def test_early_stopping_counts_only_evaluations_that_carry_its_metric():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from assistant.train import EarlyStopping
+
+    args = TrainingArguments(output_dir="unused", metric_for_best_model="eval_support_loss", greater_is_better=False,
+                             load_best_model_at_end=True, eval_strategy="steps", save_strategy="steps", use_cpu=True)
+    stopping, state, control = EarlyStopping(2), TrainerState(), TrainerControl()
+    stopping.on_train_begin(args, state, control)
+
+    def evaluate(metrics: dict) -> bool:
+        stopping.on_evaluate(args, state, control, metrics=metrics)
+        value = metrics.get("eval_support_loss")  # as the Trainer does, the best is recorded after callbacks
+        if value is not None and (state.best_metric is None or value < state.best_metric):
+            state.best_metric = value
+        return control.should_training_stop
+
+    assert not evaluate({"eval_support_loss": 2.0})
+    assert not evaluate({"eval_intent_loss": 9.0})  # another validation set's call: not counted
+    assert not evaluate({"eval_support_loss": 2.5})  # one worse evaluation, patience 2
+    assert not evaluate({"eval_support_loss": 1.5})  # improved: the count starts again
+    assert not evaluate({"eval_support_loss": 1.6})
+    assert evaluate({"eval_support_loss": 1.7})  # two worse in a row: stop
 
 
 def test_resume_skips_a_checkpoint_left_half_written(tmp_path):
