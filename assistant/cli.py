@@ -12,13 +12,17 @@ import os
 import sys
 from pathlib import Path
 
-from assistant.config import ConfigError, load_variant
+from assistant.config import ENGINES, ConfigError, load_variant
 from assistant.context import ContextError
 from assistant.data import DataError
+from assistant.engines import EngineError
 from assistant.models import ModelNotFoundError
 from assistant.prompts import PromptError
 
-USER_ERRORS = (ConfigError, ContextError, DataError, ModelNotFoundError, PromptError)
+USER_ERRORS = (ConfigError, ContextError, DataError, ModelNotFoundError, PromptError, EngineError)
+ENGINE_HELP = ("generation engine: auto (default: the variant's serving.engine, itself auto: llamacpp on the CPU "
+               "for a base with a GGUF file, vllm on a GPU when installed, else transformers), transformers, "
+               "llamacpp, openai (serving.url), vllm")
 EXIT_USER_ERROR = 2
 
 
@@ -47,6 +51,7 @@ def _variant_options(parser: argparse.ArgumentParser) -> None:
         "--device", choices=["auto", "cpu", "cuda"], help="shortcut for --set model.device=...: where to run"
     )
     group.add_argument("--adapter", metavar="DIR", help="shortcut for --set model.adapter=...: LoRA adapter folder")
+    group.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
 
 
 def _load(args: argparse.Namespace):
@@ -99,7 +104,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from assistant.generate import Bot
 
-    bot = Bot(_load(args))
+    bot = Bot(_load(args), args.engine)
     bot.check()
     interactive = sys.stdin.isatty()
     if interactive:
@@ -134,10 +139,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from assistant.generate import Bot
+    from assistant.generate import Bot, end_of_turn_ids
 
     variant = _load(args)
-    bot = Bot(variant)
+    bot = Bot(variant, args.engine)
     base = bot.base
     params = sum(p.numel() for p in base.model.parameters())
     rows = {
@@ -151,7 +156,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "parameters": f"{params / 1e6:.1f}M",
         "memory footprint": f"{base.memory_bytes() / 2**20:.1f} MiB",
         "context window": str(bot.context_window),
-        "end of turn": ", ".join(base.tokenizer.convert_ids_to_tokens(bot._end_ids)),
+        "end of turn": ", ".join(base.tokenizer.convert_ids_to_tokens(end_of_turn_ids(base.tokenizer, base.model))),
+        "engine": bot.engine_name,
         "template": variant.prompt.template,
         "retrieval": f"{variant.context.retriever} top {variant.context.top_k} over {variant.context.documents}"
         if variant.context.documents else "off",
@@ -355,10 +361,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from assistant.report import winner_sentence, write_report
 
     result = evaluate_suite(suite, cache=None if args.no_cache else default_cache(), quiet=args.quiet,
-                            refresh=args.refresh)
+                            refresh=args.refresh, engine=args.engine)
     folder = write_report(result, Path(args.out) if args.out else None)
     print(winner_sentence(result).replace("**", ""))
     print(f"report: {folder / 'report.md'}\n        {folder / 'report.html'}\nwinner: {folder / 'winner.yaml'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from assistant.export import ExportError, export
+
+    source = Path(args.source)
+    variant = load_variant(source / "variant.yaml" if source.is_dir() else source, args.overrides)
+    out = Path(args.out) if args.out else (variant.resolve(variant.model.adapter).parent / "exports"
+                                            / f"{variant.resolve(variant.model.adapter or '.').name}-{args.to}")
+    try:
+        folder = export(variant, args.to, out, args.base_type)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(f"wrote {folder}")
+    for line in (folder / "export.yaml").read_text().splitlines():
+        print(f"  {line}")
     return 0
 
 
@@ -454,9 +478,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--refresh", action="store_true",
                             help="generate every answer again and replace the cached ones (e.g. to re-measure "
                             "cost on a quiet machine)")
+    evaluation.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP + "; part of the answer cache's key")
     evaluation.add_argument("--check", action="store_true", help="only check the suite, its variants and cases; load no model")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluation.set_defaults(run=cmd_eval)
+
+    exporting = verbs.add_parser(
+        "export", help="write an adapter as GGUF LoRA (llama.cpp, Ollama) or merged into its base (vLLM, TGI)",
+        description="Export an adapter for other engines. 'gguf' writes adapter.gguf (F32 LoRA; the PEFT scale "
+        "folded in, query/key rows in llama.cpp's order), plus base.gguf unless the base already is a GGUF "
+        "file (the embedded model), a Modelfile for Ollama and export.yaml, whose hashes tie the files to "
+        "the adapter's card. 'merged' writes the base with the adapter merged in, in full precision, as a "
+        "Hugging Face folder.")
+    exporting.add_argument("source", metavar="ADAPTER_OR_VARIANT",
+                           help="adapter folder (its variant.yaml is used) or a variant file with model.adapter")
+    exporting.add_argument("--to", choices=["gguf", "merged"], required=True, help="what to write")
+    exporting.add_argument("--out", metavar="DIR",
+                           help="folder to write, replaced atomically (default: exports/<adapter>-<to> beside the adapter)")
+    exporting.add_argument("--base-type", choices=["q8_0", "f16", "f32"], default="q8_0",
+                           help="weight type of base.gguf when one is written (default q8_0)")
+    exporting.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a setting of the variant (repeatable)")
+    exporting.set_defaults(run=cmd_export)
 
     feedback = verbs.add_parser("feedback", help="human feedback collected by the app: preference pairs, leaderboard",
                                 description="Work with the app's feedback database (thumbs and arena votes).")

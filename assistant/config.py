@@ -84,6 +84,39 @@ class GenerationSettings:
     """Random seed for sampling."""
 
 
+ENGINES = ("auto", "transformers", "llamacpp", "openai", "vllm")
+
+
+@dataclass
+class ServingSettings:
+    """How answers are generated. Not part of the variant hash: every engine sees the same rendered prompt,
+    token for token; evaluation records the engine with each cached answer and names it in the report."""
+
+    engine: Literal["auto", "transformers", "llamacpp", "openai", "vllm"] = "auto"
+    """'auto': vllm on a CUDA GPU when installed, else llamacpp on the CPU when the base has a GGUF, else
+    transformers. 'llamacpp': llama.cpp in process (continuous batching, adapters chosen per request; runs the
+    GGUF weights). 'openai': any OpenAI-compatible server at 'url'. 'vllm': vLLM in process (GPU)."""
+    gguf: str | None = None
+    """GGUF file of the base for llamacpp. Default: the embedded model's own GGUF, else one written once into
+    the cache from the base's safetensors (Llama-architecture models; others: llama.cpp's converter)."""
+    gguf_type: Literal["q8_0", "f16", "f32"] = "q8_0"
+    """Weight type of a base GGUF written into the cache."""
+    threads: int = 0
+    """CPU threads for llama.cpp; 0: every core this process may use."""
+    parallel: int = 4
+    """Requests llama.cpp or vLLM decode at once (continuous batching); more wait in line."""
+    context_tokens: int = 8192
+    """KV-cache size of llama.cpp, in tokens, shared by the parallel requests."""
+    url: str | None = None
+    """Base URL of the OpenAI-compatible server for engine 'openai', e.g. http://127.0.0.1:8000/v1."""
+    model_name: str | None = None
+    """Model name to ask that server for. Default: the adapter folder's name, else the base's name."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding that server's API key (unset: no key is sent)."""
+    tensor_parallel_size: int = 1
+    """GPUs vLLM splits the model over."""
+
+
 @dataclass
 class Variant:
     name: str = "default"
@@ -92,6 +125,7 @@ class Variant:
     prompt: PromptSettings = field(default_factory=PromptSettings)
     context: ContextSettings = field(default_factory=ContextSettings)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
     root: str = "."
     """Folder that relative paths in this variant are resolved against (the variant file's folder).
     Set by the loader, not by the file; not part of the hash, so a checkout moved elsewhere keeps it."""
@@ -116,6 +150,7 @@ class Variant:
         """
         data = self.to_dict()
         data.pop("name")
+        data.pop("serving")  # how answers are generated, not what the model is asked
         m, p, c = data["model"], data["prompt"], data["context"]
         if m["adapter"]:
             m["adapter"] = content_digest(self.resolve(m["adapter"]), suffixes=(".safetensors", ".bin"))
@@ -179,6 +214,7 @@ def portable_variant(variant: Variant, folder: Path) -> dict[str, Any]:
     data["model"]["adapter"] = rel(variant.model.adapter)
     data["prompt"]["few_shot"] = rel(variant.prompt.few_shot)
     data["context"]["documents"] = rel(variant.context.documents)
+    data["serving"]["gguf"] = rel(variant.serving.gguf)
     # a template found next to the variant (or given absolute) is a path; one only in prompts/ is a name
     if variant.resolve(variant.prompt.template).is_file():
         data["prompt"]["template"] = rel(variant.prompt.template)
@@ -333,6 +369,14 @@ def _check_ranges(v: Variant) -> list[str]:
         problems.append("prompt.few_shot_count: must be 0 or more")
     if v.prompt.few_shot_count and not v.prompt.few_shot:
         problems.append("prompt.few_shot_count: set prompt.few_shot to the examples file too")
+    if v.serving.parallel < 1:
+        problems.append("serving.parallel: must be at least 1")
+    if v.serving.threads < 0:
+        problems.append("serving.threads: must be 0 (every core) or more")
+    if v.serving.context_tokens < 256:
+        problems.append("serving.context_tokens: must be at least 256")
+    if v.serving.engine == "openai" and not v.serving.url:
+        problems.append("serving.url: engine 'openai' needs the server's base URL, e.g. http://127.0.0.1:8000/v1")
     return problems
 
 

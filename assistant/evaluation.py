@@ -526,7 +526,7 @@ def reference_nll(bot, history: list[dict[str, str]], reference: str) -> tuple[f
 
     ids, labels = encode(bot, history, reference)
     base = bot.base
-    with base.lock, use_adapter(base, bot._adapter_name) as model, torch.inference_mode():
+    with base.lock, use_adapter(base, bot.adapter_name) as model, torch.inference_mode():
         input_ids = torch.tensor([ids], device=model.device)
         logits = model(input_ids=input_ids).logits[0, :-1].float()
         target = torch.tensor(labels[1:], device=logits.device)
@@ -568,15 +568,18 @@ def answer_cases(
     cache: AnswerCache | None,
     progress: Callable[[int], None] = lambda n: None,
     refresh: bool = False,
+    engine: str | None = None,
 ) -> VariantRun:
     """Answers every case with one variant: cached answers are reused, the rest generated in batches.
     ``refresh`` answers every case again and replaces the cached answers and cost."""
     from assistant.generate import Bot
 
     variant = sv.variant
-    bot = Bot(variant)
+    bot = Bot(variant, engine)
     weights = weights_fingerprint(variant)
-    vhash = variant.variant_hash()
+    # Answers are cached per engine: engines run the same prompt on slightly different weights and kernels
+    # (llama.cpp runs the GGUF). transformers answers keep the key they had before there were engines.
+    vhash = variant.variant_hash() + ("" if bot.engine_name == "transformers" else f"-{bot.engine_name}")
     records: list[dict | None] = [cache.get(weights, vhash, c.case_hash()) if cache and not refresh else None
                                   for c in suite.cases]
     cached = sum(r is not None for r in records)
@@ -584,17 +587,19 @@ def answer_cases(
     missing = [i for i, r in enumerate(records) if r is None]
     cost_path = cache.root / weights / vhash / "cost.json" if cache else None
     cost = json.loads(cost_path.read_text()) if cost_path and cost_path.is_file() else {}
+    scored = "perplexity" in suite.metrics  # the reference's likelihood needs the PyTorch model
+    device = bot.base.device if scored or bot.engine_name == "transformers" else (
+        "cuda" if bot.engine_name == "vllm" else "cpu")
     if missing:
-        base = bot.base
         generated_tokens, generated_seconds = 0, 0.0
-        with MemorySampler(base.device) as memory:
+        with MemorySampler(device) as memory:
             for start in range(0, len(missing), suite.batch_size):
                 chunk = missing[start : start + suite.batch_size]
                 replies = bot.reply_batch([suite.cases[i].messages for i in chunk], batch_size=len(chunk))
                 generated_seconds += replies[0].seconds
                 for i, reply in zip(chunk, replies):
                     case = suite.cases[i]
-                    nll, ref_tokens = reference_nll(bot, case.messages, case.reference)
+                    nll, ref_tokens = reference_nll(bot, case.messages, case.reference) if scored else (None, None)
                     record = {
                         "case": case.id,
                         "answer": reply.text,
@@ -615,7 +620,8 @@ def answer_cases(
             "batch_size": suite.batch_size,
             "first_token_seconds": sorted(first_tokens)[len(first_tokens) // 2] if first_tokens else math.nan,
             "peak_memory_bytes": memory.peak,
-            "device": base.device,
+            "device": device,
+            "engine": bot.engine_name,
             "measured_on_cases": len(missing),
         }
         if cost_path:
@@ -839,8 +845,10 @@ class SuiteResult:
 
 
 def evaluate_suite(suite: Suite, cache: AnswerCache | None = None, quiet: bool = False,
-                   refresh: bool = False) -> SuiteResult:
-    """Runs the whole suite: answers (cached), metrics, comparisons, judge, winner."""
+                   refresh: bool = False, engine: str | None = None) -> SuiteResult:
+    """Runs the whole suite: answers (cached), metrics, comparisons, judge, winner.
+
+    ``engine`` overrides every variant's ``serving.engine`` (None: each variant's own)."""
     from tqdm.auto import tqdm
 
     from assistant.metrics import HIGHER_IS_BETTER
@@ -852,7 +860,7 @@ def evaluate_suite(suite: Suite, cache: AnswerCache | None = None, quiet: bool =
     with tqdm(total=total, desc="answering", unit="answer", disable=quiet) as bar:
         for sv in suite.variants:
             bar.set_postfix_str(sv.name)
-            runs[sv.name] = answer_cases(suite, sv, cache, bar.update, refresh)
+            runs[sv.name] = answer_cases(suite, sv, cache, bar.update, refresh, engine)
     scores = {name: score_run(suite, run) for name, run in runs.items()}
     comparisons: dict[str, dict[tuple[str, str], Any]] = {}
     names = list(runs)

@@ -1,10 +1,10 @@
 """The one path from a conversation to an answer, used by the CLI, the app, evaluation and any API.
 
     history -> retrieve passages -> render template -> trim history to budget -> chat template -> tokens
-            -> generate (streamed token by token, or batched with left padding) -> stop at end of turn
+            -> engine (streamed piece by piece, or a batch at once) -> stop at end of turn or a stop text
 
 ``Bot.prepare`` does everything up to the tokens and is what ``assistant render`` prints, so what you
-inspect is exactly what the model receives.
+inspect is exactly what the model receives, whichever engine generates (assistant/engines/).
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from assistant.config import Variant
 from assistant.context import ContextError, Passage, Retriever, load_documents, retrieval_query, trim_history
-from assistant.models import LoadedBase, attach_adapter, shared_base, shared_tokenizer, use_adapter
+from assistant.engines import Engine, Sampling, cut_at_stop, resolve_engine, shared_engine
+from assistant.engines.transformers_engine import end_of_turn_ids  # noqa: F401  (re-exported)
+from assistant.models import LoadedBase, attach_adapter, shared_base, shared_tokenizer
 from assistant.prompts import PromptTemplate, find_template, render_messages
 
 DEFAULT_CONTEXT_CAP = 4096
@@ -48,7 +50,8 @@ class Reply:
     new_tokens: int
     seconds: float
     first_token_seconds: float | None = None
-    stats: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str = "stop"
+    """'stop': the answer ended by itself (or at a stop text); 'length': cut at the token limit."""
 
 
 _RETRIEVERS: dict[tuple, Retriever] = {}
@@ -86,71 +89,26 @@ def load_examples(path: Path, count: int) -> list[list[dict[str, str]]]:
     return examples
 
 
-def end_of_turn_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    """Token ids that end an assistant turn: the tokenizer's EOS, the model's EOS ids, and the token the
-    chat template writes right after an assistant message (``<|im_end|>`` for ChatML, ``<|eot_id|>`` for
-    Llama 3), found by rendering a probe conversation rather than hard-coding names."""
-    ids: list[int] = []
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for token in configured if isinstance(configured, list) else [configured]:
-        if token is not None and token not in ids:
-            ids.append(token)
-    marker = "MARKER7f3a"
-    try:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}], tokenize=False
-        )
-        tail = tokenizer(text.split(marker, 1)[1], add_special_tokens=False)["input_ids"]
-        if tail and tail[0] in tokenizer.all_special_ids and tail[0] not in ids:
-            ids.append(tail[0])
-    except Exception:  # a tokenizer without a chat template: EOS is all we have
-        pass
-    return ids
-
-
-class _StopFlag:
-    """A stopping criterion that ends generation when the reader of a stream goes away."""
-
-    def __init__(self):
-        self.event = threading.Event()
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-def _counting_streamer(tokenizer: Any, end_ids: list[int]):
-    """A TextIteratorStreamer that also counts the answer's tokens (end-of-turn excluded)."""
-    from transformers import TextIteratorStreamer
-
-    class CountingStreamer(TextIteratorStreamer):
-        new_tokens = 0
-
-        def put(self, value):
-            if not (self.skip_prompt and self.next_tokens_are_prompt):
-                self.new_tokens += sum(1 for t in value.reshape(-1).tolist() if t not in end_ids)
-            super().put(value)
-
-    return CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-
-
 class Bot:
-    """A variant ready to answer: shared base (+ adapter), template, retriever, examples.
+    """A variant ready to answer: template, retriever, examples, and the engine that generates.
 
     Heavy parts load on first use, so building a Bot is free and the app can start before the model.
+
+    Args:
+        variant: what to serve.
+        engine: engine name, overriding ``variant.serving.engine`` ('auto' resolves per machine).
     """
 
-    def __init__(self, variant: Variant):
+    def __init__(self, variant: Variant, engine: str | None = None):
         self.variant = variant
+        self.engine_name = resolve_engine(variant, engine)
         self._base: LoadedBase | None = None
         self._adapter_name: str | None = None
+        self._engine: Engine | None = None
+        self._adapter_handle: Any = None
         self._template: PromptTemplate | None = None
         self._retriever: Retriever | None = None
         self._examples: list | None = None
-        self._end_ids: list[int] | None = None
         self._load_lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------------------
@@ -176,16 +134,36 @@ class Bot:
         return self._examples
 
     @property
+    def engine(self) -> Engine:
+        """The engine that generates for this variant, with its adapter registered (loads on first use)."""
+        with self._load_lock:
+            if self._engine is None:
+                engine = shared_engine(self.variant, self.engine_name)
+                m = self.variant.model
+                self._adapter_handle = engine.add_adapter(self.variant.resolve(m.adapter) if m.adapter else None,
+                                                          self.variant)
+                self._engine = engine
+        return self._engine
+
+    @property
     def base(self) -> LoadedBase:
+        """The base in PyTorch with this variant's adapter attached: for scoring (perplexity), training and
+        inspection. With the transformers engine it is the very model that generates."""
         with self._load_lock:
             if self._base is None:
                 m = self.variant.model
                 base = shared_base(m.base, m.quantization, m.dtype, m.device, m.trust_remote_code)
                 if m.adapter:
                     self._adapter_name = attach_adapter(base, self.variant.resolve(m.adapter))
-                self._end_ids = end_of_turn_ids(base.tokenizer, base.model)
                 self._base = base
         return self._base
+
+    @property
+    def adapter_name(self) -> str | None:
+        """The peft name of this variant's adapter on ``base`` (None: no adapter); use with
+        ``models.use_adapter``."""
+        _ = self.base
+        return self._adapter_name
 
     @property
     def tokenizer(self) -> Any:
@@ -208,14 +186,16 @@ class Bot:
 
     # -- prompt ---------------------------------------------------------------------------------------
 
-    def prepare(self, history: list[dict[str, str]]) -> PreparedPrompt:
-        """Renders the prompt for the next answer to ``history`` (which ends with a user message)."""
+    def prepare(self, history: list[dict[str, str]], max_new_tokens: int | None = None) -> PreparedPrompt:
+        """Renders the prompt for the next answer to ``history`` (which ends with a user message).
+
+        ``max_new_tokens`` (default: the variant's) is reserved out of the context window."""
         if not history or history[-1]["role"] != "user":
             raise ValueError("the conversation must end with a user message")
         tokenizer = self.tokenizer
         ctx = self.variant.context
         passages = self.retriever.search(retrieval_query(history), ctx.top_k) if self.retriever else []
-        budget = self.context_window - self.variant.generation.max_new_tokens
+        budget = self.context_window - (max_new_tokens or self.variant.generation.max_new_tokens)
 
         def render(kept: list[dict[str, str]]) -> tuple[list[dict[str, str]], str, list[int]]:
             messages = render_messages(
@@ -234,105 +214,52 @@ class Bot:
 
     # -- generation -----------------------------------------------------------------------------------
 
-    def _generation_kwargs(self) -> dict[str, Any]:
-        g = self.variant.generation
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": g.max_new_tokens,
-            "eos_token_id": self._end_ids,
-            "pad_token_id": self.base.tokenizer.pad_token_id,
-            "repetition_penalty": g.repetition_penalty,
-        }
-        if g.temperature > 0:
-            kwargs.update(do_sample=True, temperature=g.temperature, top_p=g.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return kwargs
+    def sampling(self, **overrides: Any) -> Sampling:
+        """The variant's generation settings, with per-request overrides (None values are ignored)."""
+        return Sampling.of(self.variant.generation, **overrides)
 
-    def stream(self, prepared: PreparedPrompt, stats: dict[str, Any] | None = None) -> Iterator[str]:
+    def stream(self, prepared: PreparedPrompt, stats: dict[str, Any] | None = None,
+               sampling: Sampling | None = None) -> Iterator[str]:
         """Yields the answer's text piece by piece as tokens are generated; stops at the end of turn.
 
         Closing the iterator early (the user left) stops generation at the next token. When given,
-        ``stats["new_tokens"]`` is set to the number of answer tokens once the stream ends.
+        ``stats`` gets ``new_tokens`` (answer tokens) and ``finish_reason`` once the stream ends.
         """
-        import torch
-        from transformers import StoppingCriteriaList
+        sampling = sampling or self.sampling()
+        engine = self.engine
+        yield from cut_at_stop(engine.stream(prepared.input_ids, self._adapter_handle, sampling, stats),
+                               sampling.stop, stats)
 
-        base = self.base
-        streamer = _counting_streamer(base.tokenizer, self._end_ids)
-        stop = _StopFlag()
-        failure: list[BaseException] = []
-        input_ids = torch.tensor([prepared.input_ids], device=base.model.device)
-
-        def run() -> None:
-            try:
-                with base.lock, use_adapter(base, self._adapter_name) as model, torch.inference_mode():
-                    torch.manual_seed(self.variant.generation.seed)
-                    model.generate(
-                        input_ids=input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([stop]),
-                        **self._generation_kwargs(),
-                    )
-            except BaseException as exc:  # handed to the reader below
-                failure.append(exc)
-                streamer.end()
-
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        try:
-            for piece in streamer:
-                if piece:
-                    yield piece
-        finally:
-            stop.event.set()
-            worker.join()
-            if stats is not None:
-                stats["new_tokens"] = streamer.new_tokens
-        if failure:
-            raise failure[0]
-
-    def reply(self, history: list[dict[str, str]]) -> Reply:
+    def reply(self, history: list[dict[str, str]], sampling: Sampling | None = None) -> Reply:
         """Answers one conversation by streaming, with timing (time to first token, tokens/s)."""
         started = time.perf_counter()
-        prepared = self.prepare(history)
+        sampling = sampling or self.sampling()
+        prepared = self.prepare(history, sampling.max_new_tokens)
         first = None
         pieces = []
         stats: dict[str, Any] = {}
-        for piece in self.stream(prepared, stats):
+        for piece in self.stream(prepared, stats, sampling):
             if first is None:
                 first = time.perf_counter() - started
             pieces.append(piece)
         seconds = time.perf_counter() - started
         text = "".join(pieces).strip()
-        return Reply(text, prepared.passages, len(prepared.input_ids), stats["new_tokens"], seconds, first)
+        return Reply(text, prepared.passages, len(prepared.input_ids), stats["new_tokens"], seconds, first,
+                     stats.get("finish_reason", "stop"))
 
-    def reply_batch(self, histories: list[list[dict[str, str]]], batch_size: int = 8) -> list[Reply]:
-        """Answers many conversations, ``batch_size`` at a time with left padding (for evaluation)."""
-        import torch
-
-        base = self.base
-        tokenizer = base.tokenizer
+    def reply_batch(self, histories: list[list[dict[str, str]]], batch_size: int = 8,
+                    sampling: Sampling | None = None) -> list[Reply]:
+        """Answers many conversations, ``batch_size`` at a time (for evaluation): the engine batches them
+        (left padding with transformers, continuous batching with llama.cpp and vLLM)."""
+        sampling = sampling or self.sampling()
+        engine = self.engine
         replies: list[Reply] = []
         for start in range(0, len(histories), batch_size):
-            prepared = [self.prepare(h) for h in histories[start : start + batch_size]]
-            width = max(len(p.input_ids) for p in prepared)
-            pad = tokenizer.pad_token_id
-            ids = torch.tensor([[pad] * (width - len(p.input_ids)) + p.input_ids for p in prepared])
-            mask = torch.tensor([[0] * (width - len(p.input_ids)) + [1] * len(p.input_ids) for p in prepared])
+            prepared = [self.prepare(h, sampling.max_new_tokens) for h in histories[start : start + batch_size]]
             began = time.perf_counter()
-            with base.lock, use_adapter(base, self._adapter_name) as model, torch.inference_mode():
-                torch.manual_seed(self.variant.generation.seed)
-                out = model.generate(
-                    input_ids=ids.to(model.device), attention_mask=mask.to(model.device), **self._generation_kwargs()
-                )
+            done = engine.generate([p.input_ids for p in prepared], self._adapter_handle, sampling)
             seconds = time.perf_counter() - began
-            for row, p in zip(out[:, width:].tolist(), prepared):
-                kept = []
-                for token in row:
-                    if token in self._end_ids:
-                        break
-                    kept.append(token)
-                text = tokenizer.decode(kept, skip_special_tokens=True).strip()
-                replies.append(Reply(text, p.passages, len(p.input_ids), len(kept), seconds))
+            for c, p in zip(done, prepared):
+                replies.append(Reply(c.text.strip(), p.passages, len(p.input_ids), c.new_tokens, seconds,
+                                     finish_reason=c.finish_reason))
         return replies

@@ -66,7 +66,8 @@ def _direction(metric: str) -> str:
 
 def headline_rows(result: SuiteResult) -> tuple[list[str], list[list[str]]]:
     suite = result.suite
-    header = ["Variant"] + [_title(m) for m in suite.metrics] + ["Tokens/s", "First token", "Peak memory", "Answer tokens"]
+    header = ["Variant"] + [_title(m) for m in suite.metrics] + ["Engine", "Tokens/s", "First token", "Peak memory",
+                                                                  "Answer tokens"]
     rows = []
     for name in result.ranking:
         run = result.runs[name]
@@ -76,6 +77,7 @@ def headline_rows(result: SuiteResult) -> tuple[list[str], list[list[str]]]:
             cells.append(f"{_fmt(e.value)} [{_fmt(e.low)}, {_fmt(e.high)}]")
         cost = run.cost
         cells += [
+            cost.get("engine", "transformers"),
             _fmt(cost.get("tokens_per_second", math.nan), 1),
             f"{_fmt(cost.get('first_token_seconds', math.nan) * 1000, 0)} ms",
             f"{cost.get('peak_memory_bytes', 0) / 2**20:,.0f} MiB",

@@ -91,9 +91,9 @@ def test_commented_yaml_documents_every_setting_and_round_trips():
     assert "# Passages retrieved for each user message." in text
     import dataclasses
 
-    from assistant.config import ContextSettings, GenerationSettings, ModelSettings, PromptSettings
+    from assistant.config import ContextSettings, GenerationSettings, ModelSettings, PromptSettings, ServingSettings
 
-    sections = (ModelSettings, PromptSettings, ContextSettings, GenerationSettings)
+    sections = (ModelSettings, PromptSettings, ContextSettings, GenerationSettings, ServingSettings)
     assert text.count("\n  # ") == sum(len(dataclasses.fields(c)) for c in sections)  # one comment per setting
     assert "  # \n" not in text  # and none of them empty
     assert variant_from_dict(yaml.safe_load(text)).variant_hash() == variant.variant_hash()

@@ -58,7 +58,7 @@ def test_demo_adapter_beats_the_base_on_held_out_answers():
                 total, count = total + out.loss.item() * n, count + n
         return total / count
 
-    tuned, plain = mean_loss(bot._adapter_name), mean_loss(None)
+    tuned, plain = mean_loss(bot.adapter_name), mean_loss(None)
     assert tuned < plain, (tuned, plain)
 
 

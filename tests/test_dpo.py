@@ -87,7 +87,7 @@ def margin(variant, rows) -> float:
         for key in ("chosen", "rejected"):
             prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
             ids = tokenizer(row["prompt"] + row[key], add_special_tokens=False)["input_ids"]
-            with use_adapter(base, bot._adapter_name) as model, torch.inference_mode():
+            with use_adapter(base, bot.adapter_name) as model, torch.inference_mode():
                 logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
             logp = torch.log_softmax(logits, -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
             scores.append(float(logp[len(prompt_ids) - 1 :].sum()))

@@ -1,0 +1,343 @@
+"""Exports for other engines: a LoRA adapter as a GGUF LoRA (llama.cpp, llama-server, Ollama), a base model
+as a GGUF file, and an adapter merged into its base as a plain Hugging Face folder (vLLM, TGI, Ollama).
+
+    assistant export ADAPTER_OR_VARIANT --to gguf|merged [--out DIR]
+
+GGUF notes, as llama.cpp reads Llama-architecture models:
+- Tensor names come from the ``gguf`` package's map (``model.layers.3.self_attn.q_proj`` -> ``blk.3.attn_q``).
+- llama.cpp stores the query and key projections with the rotary halves interleaved, so their output rows
+  are permuted; a LoRA's B matrix (rows = outputs) gets the same permutation, its A matrix none.
+- PEFT scales a LoRA by alpha / r (alpha / sqrt(r) with rsLoRA, per-module patterns possible); llama.cpp by
+  alpha / r. The PEFT scale is folded into B and alpha is written as r, so llama.cpp's scale is exactly 1.
+- SmolLM2 ties its output layer to the token embedding: a base writes no ``output`` tensor then, and an
+  adapter on ``lm_head`` or ``embed_tokens`` is refused (llama.cpp applies no LoRA to the embedding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from assistant.config import content_digest
+
+LLAMA_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
+
+
+class ExportError(ValueError):
+    """An adapter or base that cannot be exported as asked; the message says why."""
+
+
+def _permute(weights: Any, heads: int) -> Any:
+    """llama.cpp's row order for a query or key projection: within each head, the two rotary halves
+    interleaved (what llama.cpp's own converter does to Hugging Face Llama weights)."""
+    return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+def _tensor_names(config: Any) -> Any:
+    import gguf
+
+    return gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+
+
+def _check_llama(config: Any) -> None:
+    architectures = getattr(config, "architectures", None) or []
+    if getattr(config, "model_type", None) not in ("llama", "mistral") and not set(architectures) & set(LLAMA_ARCHITECTURES):
+        raise ExportError(f"GGUF export is written for Llama-architecture models; this base is "
+                          f"{architectures or config.model_type}. Convert it with llama.cpp's convert_hf_to_gguf.py "
+                          "and set serving.gguf to the file.")
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ExportError("GGUF export does not write RoPE scaling; convert this base with llama.cpp's converter")
+
+
+def _write(path: Path, fill) -> Path:
+    """Writes a GGUF file through a temporary sibling, so a reader never sees half a file."""
+    import gguf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    writer = gguf.GGUFWriter(str(staging), "llama")
+    try:
+        fill(writer)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return path
+
+
+# -- adapter ---------------------------------------------------------------------------------------------
+
+
+def adapter_to_gguf(adapter_dir: Path, config: Any, out: Path) -> Path:
+    """Writes a PEFT LoRA adapter folder as a GGUF LoRA (F32) for a Llama-architecture base.
+
+    Args:
+        adapter_dir: folder with adapter_config.json and adapter_model.safetensors.
+        config: the base model's transformers config (heads, layers).
+        out: the .gguf file to write.
+    """
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    _check_llama(config)
+    settings = json.loads((adapter_dir / "adapter_config.json").read_text())
+    if settings.get("peft_type", "LORA") != "LORA":
+        raise ExportError(f"{adapter_dir}: only LoRA adapters export to GGUF (this is {settings['peft_type']})")
+    if settings.get("modules_to_save"):
+        raise ExportError(f"{adapter_dir}: modules_to_save ({settings['modules_to_save']}) has no GGUF LoRA form")
+    if settings.get("use_dora"):
+        raise ExportError(f"{adapter_dir}: DoRA adapters have no GGUF LoRA form")
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    names = _tensor_names(config)
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    pairs: dict[str, dict[str, Any]] = {}
+    for key, value in weights.items():
+        module, _, part = key.rpartition(".lora_")  # ...q_proj.lora_A.weight -> ...q_proj, A.weight
+        if not part:
+            raise ExportError(f"{adapter_dir}: unexpected tensor {key} (not a LoRA A or B matrix)")
+        hf = module.removeprefix("base_model.model.")
+        if hf.endswith(("lm_head", "embed_tokens")):
+            raise ExportError(f"{adapter_dir}: a LoRA on {hf} cannot be exported (the embedding is tied and "
+                              "llama.cpp applies no LoRA to it); train without it in lora.target_modules")
+        pairs.setdefault(hf, {})[part[0]] = value.astype(np.float32)
+    ranks = {m: p["A"].shape[0] for m, p in pairs.items()}
+
+    def fill(writer: Any) -> None:
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_name(adapter_dir.name)
+        # llama.cpp scales by alpha / rank of each tensor; with the PEFT scale folded into B, alpha = rank
+        # gives 1. One alpha per file, so ranks must agree (they do unless rank_pattern was used).
+        if len(set(ranks.values())) != 1:
+            raise ExportError(f"{adapter_dir}: modules have different ranks ({sorted(set(ranks.values()))})")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(next(iter(ranks.values()))))
+        for hf, p in sorted(pairs.items()):
+            name = names.get_name(hf + ".weight", try_suffixes=(".weight",))
+            if name is None:
+                raise ExportError(f"{adapter_dir}: no llama.cpp tensor for module {hf}")
+            a, b = p["A"], p["B"] * _peft_scale(settings, hf, ranks[hf])
+            if hf.endswith("q_proj"):
+                b = _permute(b, heads)
+            elif hf.endswith("k_proj"):
+                b = _permute(b, kv_heads)
+            writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a))
+            writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b))
+
+    return _write(out, fill)
+
+
+def _peft_scale(settings: dict, module: str, rank: int) -> float:
+    """The factor PEFT multiplies B @ A by for this module."""
+    alpha = settings.get("lora_alpha", 8)
+    for pattern, value in (settings.get("alpha_pattern") or {}).items():
+        if module.endswith(pattern):
+            alpha = value
+    return alpha / (rank ** 0.5) if settings.get("use_rslora") else alpha / rank
+
+
+# -- base ------------------------------------------------------------------------------------------------
+
+
+def base_to_gguf(folder: Path, out: Path, weight_type: str = "q8_0") -> Path:
+    """Writes a Llama-architecture safetensors folder (weights, config, tokenizer) as a GGUF base.
+
+    Args:
+        folder: the model folder (config.json, *.safetensors, tokenizer files).
+        out: the .gguf file to write.
+        weight_type: 'q8_0', 'f16' or 'f32' for the matrices; norms stay F32.
+    """
+    import gguf
+    import numpy as np
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(folder)
+    _check_llama(config)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    names = _tensor_names(config)
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    quant = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "f16": gguf.GGMLQuantizationType.F16,
+             "f32": gguf.GGMLQuantizationType.F32}[weight_type]
+    file_type = {"q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "f32": gguf.LlamaFileType.ALL_F32}[weight_type]
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        raise ExportError(f"{folder}: no .safetensors weights")
+
+    def fill(writer: Any) -> None:
+        writer.add_name(folder.name)
+        writer.add_context_length(config.max_position_embeddings)
+        writer.add_embedding_length(config.hidden_size)
+        writer.add_block_count(config.num_hidden_layers)
+        writer.add_feed_forward_length(config.intermediate_size)
+        writer.add_head_count(heads)
+        writer.add_head_count_kv(kv_heads)
+        writer.add_rope_dimension_count(head_dim)
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+        writer.add_rope_freq_base(float(getattr(config, "rope_theta", None) or
+                                        (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)))
+        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+        writer.add_vocab_size(config.vocab_size)
+        writer.add_file_type(file_type)
+        _add_tokenizer(writer, tokenizer, folder, config.vocab_size)
+        for shard in shards:
+            with safe_open(str(shard), "pt") as handle:
+                for key in handle.keys():
+                    if key == "lm_head.weight" and getattr(config, "tie_word_embeddings", False):
+                        continue
+                    if "rotary_emb" in key:
+                        continue
+                    name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                    if name is None:
+                        raise ExportError(f"{folder}: no llama.cpp tensor for {key}")
+                    data = handle.get_tensor(key).float().numpy()
+                    if key.endswith("q_proj.weight"):
+                        data = _permute(data, heads)
+                    elif key.endswith("k_proj.weight"):
+                        data = _permute(data, kv_heads)
+                    if data.ndim == 1 or quant == gguf.GGMLQuantizationType.F32:
+                        writer.add_tensor(name, np.ascontiguousarray(data, dtype=np.float32))
+                    elif quant == gguf.GGMLQuantizationType.F16:
+                        writer.add_tensor(name, data.astype(np.float16))
+                    else:
+                        writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)
+
+    return _write(out, fill)
+
+
+def _add_tokenizer(writer: Any, tokenizer: Any, folder: Path, vocab_size: int) -> None:
+    """A byte-level BPE vocabulary as llama.cpp's 'gpt2' tokenizer model, with merges, special ids and the
+    chat template. Requests send token ids, so llama.cpp's own pre-tokenizer only matters for text it is
+    given directly ('default')."""
+    import gguf
+
+    if not tokenizer.is_fast or tokenizer.backend_tokenizer.model.__class__.__name__ != "BPE":
+        raise ExportError("GGUF export writes byte-level BPE tokenizers only; convert with llama.cpp's converter")
+    vocab = tokenizer.get_vocab()
+    by_id = {i: t for t, i in vocab.items()}
+    special = set(tokenizer.all_special_ids)
+    added = {t.content for t in tokenizer.added_tokens_decoder.values()}
+    tokens, types = [], []
+    for i in range(vocab_size):
+        token = by_id.get(i, f"[PAD{i}]")
+        tokens.append(token)
+        if i not in by_id:
+            types.append(gguf.TokenType.UNUSED)
+        elif i in special or (token in added and token.startswith("<")):
+            types.append(gguf.TokenType.CONTROL)
+        elif token in added:
+            types.append(gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special_vocab = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
+    special_vocab.add_to_gguf(writer)
+    if tokenizer.chat_template and not special_vocab.chat_template:
+        writer.add_chat_template(tokenizer.chat_template)
+
+
+# -- merged ----------------------------------------------------------------------------------------------
+
+
+def merge_adapter(variant: Any, out: Path) -> Path:
+    """Writes the variant's base with its adapter merged in, in full precision, as a Hugging Face folder.
+
+    The base is loaded without quantization (the NF4 training base dequantized, which is what the adapter
+    learned against up to rounding), the LoRA is merged with ``merge_and_unload`` and the result saved.
+    """
+    from peft import PeftModel
+
+    from assistant.models import publish_atomically
+    from assistant.models import load_base
+
+    if not variant.model.adapter:
+        raise ExportError("this variant has no adapter to merge")
+    m = variant.model
+    base = load_base(m.base, "none", "float32", "cpu", m.trust_remote_code)
+    merged = PeftModel.from_pretrained(base.model, str(variant.resolve(m.adapter))).merge_and_unload()
+
+    def build(folder: Path) -> None:
+        merged.save_pretrained(folder, safe_serialization=True)
+        base.tokenizer.save_pretrained(folder)
+
+    return publish_atomically(out, build, replace=True)
+
+
+# -- the export verb -------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export(variant: Any, to: str, out: Path, base_type: str = "q8_0") -> Path:
+    """``assistant export``: writes an export folder with a card whose hashes tie it to the adapter card.
+
+    Args:
+        variant: the variant (an adapter folder's variant.yaml, or any variant file with an adapter).
+        to: 'gguf' (adapter.gguf, plus base.gguf unless the base is the embedded GGUF) or 'merged'.
+        out: the folder to write (replaced atomically).
+        base_type: weight type of a base GGUF written here ('q8_0', 'f16', 'f32').
+    """
+    from assistant.models import publish_atomically
+    from assistant.engines.llamacpp_engine import embedded_or_given_gguf
+    from assistant.models import resolve_base, shared_tokenizer
+
+    if not variant.model.adapter:
+        raise ExportError("the variant has no adapter: set model.adapter or export an adapter folder")
+    adapter = variant.resolve(variant.model.adapter)
+    card_file = adapter / "card.yaml"
+    card = {
+        "exported_as": to,
+        "adapter": {"folder": adapter.name, "weights_sha256": sha256_file(adapter / "adapter_model.safetensors"),
+                    "card_sha256": sha256_file(card_file) if card_file.is_file() else None,
+                    "content_digest": content_digest(adapter, suffixes=(".safetensors", ".bin"))},
+        "base": variant.model.base,
+    }
+    if to == "merged":
+        merge_adapter(variant, out)
+        card["files"] = {f.name: sha256_file(f) for f in sorted(out.glob("*.safetensors"))}
+        (out / "export.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+        return out
+    if to != "gguf":
+        raise ExportError(f"--to must be gguf or merged, not {to!r}")
+    config = shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[1]
+
+    def build(folder: Path) -> None:
+        adapter_to_gguf(adapter, config, folder / "adapter.gguf")
+        given = embedded_or_given_gguf(variant)
+        if given is None:
+            base_to_gguf(Path(resolve_base(variant.model.base).location), folder / "base.gguf", base_type)
+            base_file = "base.gguf"
+        else:
+            base_file = str(given)
+        card["files"] = {f.name: sha256_file(f) for f in sorted(folder.glob("*.gguf"))}
+        card["base_gguf"] = base_file
+        (folder / "export.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+        (folder / "Modelfile").write_text(f"FROM {base_file}\nADAPTER adapter.gguf\n")
+        (folder / "README.md").write_text(
+            f"# {adapter.name} as GGUF\n\nllama.cpp: `llama-server -m {base_file} --lora adapter.gguf`\n\n"
+            "Ollama: `ollama create NAME -f Modelfile`\n\nRequests must use the same chat template as the "
+            "adapter's variant (export.yaml ties these files to the adapter's card by hash).\n")
+
+    return publish_atomically(out, build, replace=True)

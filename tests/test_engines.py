@@ -1,0 +1,165 @@
+"""Engines on the tiny model: llama.cpp computes what transformers computes (base and LoRA, through our GGUF
+export), and every engine honours the same interface (streaming, batches, stop texts, limits, adapters)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from assistant.config import load_variant
+from assistant.engines import Sampling, cut_at_stop
+from assistant.generate import Bot
+
+pytest.importorskip("xllamacpp", reason="the llama.cpp engine's package (xllamacpp) is part of the install")
+
+QUESTION = [{"role": "user", "content": "How many days to return a grinder?"}]
+
+
+@pytest.fixture(scope="module")
+def random_lora(tiny_model_dir, tmp_path_factory):
+    """A LoRA on every projection of the tiny model with random A and B (PEFT starts B at zero, which would
+    test nothing), alpha != r so the scale matters, saved as a PEFT folder."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, lora_alpha=12, init_lora_weights=False, target_modules=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+    folder = tmp_path_factory.mktemp("lora") / "random-lora"
+    peft_model.save_pretrained(folder)
+    return folder
+
+
+def _variant(tiny_model_dir, engine: str, *more: str):
+    return load_variant(None, [f"model.base={tiny_model_dir}", "model.quantization=none", "model.device=cpu",
+                               f"serving.engine={engine}", "serving.gguf_type=f32", "serving.parallel=2",
+                               "serving.context_tokens=1024", "generation.max_new_tokens=12", *more])
+
+
+def _transformers_logprobs(folder, adapter, ids):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+    return torch.log_softmax(logits, -1)
+
+
+def _llamacpp_logprobs(bot, ids, k):
+    """Top-k log-probabilities of the next token from llama.cpp, through the engine's own server."""
+    engine = bot.engine
+    server = engine._acquire()
+    try:
+        result = server.handle_completions({
+            "prompt": ids, "max_tokens": 1, "temperature": 0, "top_k": 1, "n_probs": k,
+            "lora": [{"id": i, "scale": 1.0 if i == bot._adapter_handle else 0.0} for i in range(len(engine.adapters))]})
+    finally:
+        engine._release()
+    top = result["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    return {t["id"]: t["logprob"] for t in top}
+
+
+@pytest.mark.parametrize("with_adapter", [False, True], ids=["base", "lora"])
+def test_llamacpp_logits_equal_transformers_through_the_gguf_export(tiny_model_dir, random_lora, with_adapter):
+    """The tiny Llama written as F32 GGUF (+ the random LoRA as GGUF LoRA) gives llama.cpp next-token
+    log-probabilities equal to transformers' within 0.01 (measured: about 0.002; llama.cpp keeps its KV cache
+    in F16). A wrong tensor name, permutation or LoRA scale is off by far more."""
+    import torch
+
+    variant = _variant(tiny_model_dir, "llamacpp", *( [f"model.adapter={random_lora}"] if with_adapter else []))
+    bot = Bot(variant)
+    ids = bot.prepare(QUESTION).input_ids
+    expected = _transformers_logprobs(tiny_model_dir, random_lora if with_adapter else None, ids)
+    got = _llamacpp_logprobs(bot, ids, 10)
+    top = torch.topk(expected, 10)
+    assert list(got) == top.indices.tolist()  # the same ten most likely tokens, in the same order
+    for token, logprob in got.items():
+        assert logprob == pytest.approx(float(expected[token]), abs=1e-2)
+    if with_adapter:  # and the adapter really changed the distribution (so the test could fail)
+        plain = _transformers_logprobs(tiny_model_dir, None, ids)
+        assert (plain - expected).abs().max() > 0.05
+
+
+def test_gguf_lora_refuses_what_llamacpp_cannot_apply(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from assistant.export import ExportError, adapter_to_gguf
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "lm_head"])).save_pretrained(tmp_path / "a")
+    with pytest.raises(ExportError, match="lm_head"):
+        adapter_to_gguf(tmp_path / "a", AutoConfig.from_pretrained(tiny_model_dir), tmp_path / "a.gguf")
+    assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*tmp"))  # nothing half-written
+
+
+@pytest.mark.parametrize("engine", ["transformers", "llamacpp"])
+def test_every_engine_streams_batches_stops_and_cuts(tiny_model_dir, random_lora, engine):
+    variant = _variant(tiny_model_dir, engine, f"model.adapter={random_lora}")
+    bot = Bot(variant)
+    assert bot.engine_name == engine
+    questions = [QUESTION, [{"role": "user", "content": "Error E3?"}], [{"role": "user", "content": "Pause it"}]]
+    streamed = [bot.reply(q) for q in questions]
+    batched = bot.reply_batch(questions, batch_size=3)
+    assert [r.text for r in streamed] == [r.text for r in batched]  # greedy: one answer, however it is asked
+    for r in streamed:
+        assert 0 < r.new_tokens <= 12
+        assert r.finish_reason == ("length" if r.new_tokens == 12 else "stop")
+    short = bot.reply(QUESTION, bot.sampling(max_new_tokens=3))
+    assert short.new_tokens == 3 and short.finish_reason == "length"
+    long_text = streamed[0].text
+    assert len(long_text) > 4
+    stop = long_text[2:4]  # a stop text taken from inside the answer: the answer ends right before it
+    cut = bot.reply(QUESTION, bot.sampling(stop=[stop]))
+    assert cut.text == long_text[: long_text.find(stop)].strip() and cut.finish_reason == "stop"
+
+
+def test_llamacpp_switches_adapters_per_request_without_reloading(tiny_model_dir, random_lora):
+    plain = Bot(_variant(tiny_model_dir, "llamacpp"))
+    tuned = Bot(_variant(tiny_model_dir, "llamacpp", f"model.adapter={random_lora}"))
+    before = plain.reply(QUESTION).text
+    tuned_text = tuned.reply(QUESTION).text
+    assert plain.engine is tuned.engine  # one server, one base
+    server = plain.engine._server
+    assert tuned_text != before  # the adapter is applied for its requests ...
+    assert plain.reply(QUESTION).text == before  # ... and not for the base's
+    assert tuned.reply(QUESTION).text == tuned_text
+    assert plain.engine._server is server  # alternating did not restart anything
+
+
+def test_closing_a_llamacpp_stream_stops_generation(tiny_model_dir):
+    bot = Bot(_variant(tiny_model_dir, "llamacpp", "generation.max_new_tokens=200"))
+    stats = {}
+    stream = bot.stream(bot.prepare(QUESTION), stats)
+    next(stream)
+    stream.close()
+    assert stats["new_tokens"] < 200 and bot.engine._active == 0
+
+
+def test_cut_at_stop_catches_a_stop_text_split_across_pieces():
+    stats = {}
+    out = list(cut_at_stop(iter(["Hel", "lo, wo", "rld. END", " more"]), ("rld. E",), stats))
+    assert "".join(out) == "Hello, wo" and stats["finish_reason"] == "stop"
+    assert "".join(cut_at_stop(iter(["a", "b"]), ("zz",))) == "ab"
+
+
+def test_sampling_takes_the_variant_and_overrides(tiny_variant):
+    s = Sampling.of(tiny_variant.generation, max_new_tokens=5, temperature=None, stop=["x"])
+    assert (s.max_new_tokens, s.temperature, s.stop) == (5, tiny_variant.generation.temperature, ("x",))
