@@ -333,14 +333,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
-    parser.add_argument("--concurrency", type=int, default=4,
-                        help="requests handled at once, app and API each (default 4); generation itself runs one "
-                        "request at a time per loaded model, the rest wait in the queue")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="requests handled at once, app and API each (default 16). The llama.cpp engine decodes "
+                        "serving.parallel of them together (continuous batching); the transformers engine one at "
+                        "a time per loaded model. The rest wait in the queue")
     parser.add_argument("--max-message-chars", type=int, default=4000,
                         help="longest message accepted, in characters (default 4000)")
     parser.add_argument("--max-history", type=int, default=40,
                         help="most messages in one conversation (default 40); beyond it people are asked to "
                         "start a new one")
+    parser.add_argument("--engine", choices=["auto", "transformers", "llamacpp", "openai", "vllm"],
+                        help="generation engine for every served variant (default: each variant's serving.engine, "
+                        "'auto': llama.cpp on the CPU for a base with a GGUF file, vLLM on a GPU when installed, "
+                        "else transformers)")
     parser.add_argument("--no-preload", action="store_true",
                         help="load the model on the first message instead of right after start-up")
     return parser.parse_args(argv)
@@ -360,9 +365,9 @@ def build_server(args: argparse.Namespace):
     path, why = served_variant_file(args.variant, Path(args.reports))
     variant = load_any_variant(path, args.overrides)
     print(f"serving {variant.name} ({variant.variant_hash()}) from {path}: {why}", file=sys.stderr)
-    bot = Bot(variant)
+    bot = Bot(variant, args.engine)
     bot.check()
-    arena = {name: Bot(v) for name, v in arena_variants(args.arena, path, args.overrides).items()}
+    arena = {name: Bot(v, args.engine) for name, v in arena_variants(args.arena, path, args.overrides).items()}
     for contender in arena.values():
         contender.check()
     if arena:
@@ -379,14 +384,32 @@ def build_server(args: argparse.Namespace):
                      limits=limits, reports=Path(args.reports))
     demo.queue(default_concurrency_limit=args.concurrency)
     server = FastAPI(title="assistant", docs_url=None, redoc_url=None, openapi_url=None)
-    extra = [Bot(load_any_variant(Path(f), args.overrides)) for f in args.api_variant]
+    extra = [Bot(load_any_variant(Path(f), args.overrides), args.engine) for f in args.api_variant]
     for other in extra:
         other.check()
     api = {b.variant.name: b for b in [bot, *arena.values(), *extra]}
     add_openai_routes(server, api, limits, credentials)
-    print(f"API models: {', '.join(api)}", file=sys.stderr)
+    print(f"API models: {', '.join(api)}; engines: "
+          f"{', '.join(sorted({b.engine_name for b in api.values()}))}", file=sys.stderr)
     server = gr.mount_gradio_app(server, demo, path="", auth=credentials)
     return server, list(api.values())
+
+
+def preload(bots: list) -> None:
+    """Registers every served adapter with its engine, then loads the engines: llama.cpp starts once, with
+    all its adapters, instead of restarting as each variant is first asked."""
+    engines = {id(b.engine): b.engine for b in bots}
+    for engine in engines.values():
+        engine.warm()
+
+
+def limit_torch_threads(bots: list) -> None:
+    """With llama.cpp generating, torch only embeds retrieval queries: one thread, so that its pool does not
+    spin on the cores llama.cpp's threads need (two pools on the same cores slow both by 10x or more)."""
+    if any(b.engine_name == "llamacpp" for b in bots):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,8 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    limit_torch_threads(bots)
     if not args.no_preload:
-        threading.Thread(target=lambda: [b.base for b in bots], daemon=True).start()
+        threading.Thread(target=preload, args=(bots,), daemon=True).start()
     print(f"app: http://{args.host}:{args.port}/   API: http://{args.host}:{args.port}/v1", file=sys.stderr)
     uvicorn.run(server, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -486,8 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     exporting = verbs.add_parser(
         "export", help="write an adapter as GGUF LoRA (llama.cpp, Ollama) or merged into its base (vLLM, TGI)",
         description="Export an adapter for other engines. 'gguf' writes adapter.gguf (F32 LoRA; the PEFT scale "
-        "folded in, query/key rows in llama.cpp's order), plus base.gguf unless the base already is a GGUF "
-        "file (the embedded model), a Modelfile for Ollama and export.yaml, whose hashes tie the files to "
+        "folded in, query/key rows in llama.cpp's order), plus base.gguf (unless serving.gguf names the "
+        "base's file), a Modelfile for Ollama and export.yaml, whose hashes tie the files to "
         "the adapter's card. 'merged' writes the base with the adapter merged in, in full precision, as a "
         "Hugging Face folder.")
     exporting.add_argument("source", metavar="ADAPTER_OR_VARIANT",

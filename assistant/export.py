@@ -45,7 +45,7 @@ def _tensor_names(config: Any) -> Any:
     return gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
 
 
-def _check_llama(config: Any) -> None:
+def check_llama(config: Any) -> None:
     architectures = getattr(config, "architectures", None) or []
     if getattr(config, "model_type", None) not in ("llama", "mistral") and not set(architectures) & set(LLAMA_ARCHITECTURES):
         raise ExportError(f"GGUF export is written for Llama-architecture models; this base is "
@@ -90,7 +90,7 @@ def adapter_to_gguf(adapter_dir: Path, config: Any, out: Path) -> Path:
     import numpy as np
     from safetensors.numpy import load_file
 
-    _check_llama(config)
+    check_llama(config)
     settings = json.loads((adapter_dir / "adapter_config.json").read_text())
     if settings.get("peft_type", "LORA") != "LORA":
         raise ExportError(f"{adapter_dir}: only LoRA adapters export to GGUF (this is {settings['peft_type']})")
@@ -163,7 +163,7 @@ def base_to_gguf(folder: Path, out: Path, weight_type: str = "q8_0") -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(folder)
-    _check_llama(config)
+    check_llama(config)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     names = _tensor_names(config)
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -295,12 +295,12 @@ def export(variant: Any, to: str, out: Path, base_type: str = "q8_0") -> Path:
 
     Args:
         variant: the variant (an adapter folder's variant.yaml, or any variant file with an adapter).
-        to: 'gguf' (adapter.gguf, plus base.gguf unless the base is the embedded GGUF) or 'merged'.
+        to: 'gguf' (adapter.gguf, plus base.gguf unless serving.gguf names the base's file) or 'merged'.
         out: the folder to write (replaced atomically).
         base_type: weight type of a base GGUF written here ('q8_0', 'f16', 'f32').
     """
     from assistant.models import publish_atomically
-    from assistant.engines.llamacpp_engine import embedded_or_given_gguf
+    from assistant.engines.llamacpp_engine import given_gguf
     from assistant.models import resolve_base, shared_tokenizer
 
     if not variant.model.adapter:
@@ -325,12 +325,10 @@ def export(variant: Any, to: str, out: Path, base_type: str = "q8_0") -> Path:
 
     def build(folder: Path) -> None:
         adapter_to_gguf(adapter, config, folder / "adapter.gguf")
-        given = embedded_or_given_gguf(variant)
+        given = given_gguf(variant)
         if given is None:
             base_to_gguf(Path(resolve_base(variant.model.base).location), folder / "base.gguf", base_type)
-            base_file = "base.gguf"
-        else:
-            base_file = str(given)
+        base_file = str(given) if given else "base.gguf"
         card["files"] = {f.name: sha256_file(f) for f in sorted(folder.glob("*.gguf"))}
         card["base_gguf"] = base_file
         (folder / "export.yaml").write_text(yaml.safe_dump(card, sort_keys=False))

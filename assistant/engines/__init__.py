@@ -83,6 +83,9 @@ class Engine:
         """Answers many prompts at once (batched as the engine does best), in order."""
         raise NotImplementedError
 
+    def warm(self) -> None:
+        """Loads what the first request would (a server's start-up calls this after registering adapters)."""
+
 
 def cut_at_stop(pieces: Iterator[str], stops: tuple[str, ...], stats: dict[str, Any] | None = None) -> Iterator[str]:
     """Passes pieces through until one of ``stops`` appears, holding back just enough text to catch a stop

@@ -88,6 +88,9 @@ class TransformersEngine(Engine):
         _ = self.base
         return self._end_ids
 
+    def warm(self) -> None:
+        _ = self.end_ids
+
     def add_adapter(self, folder: Path | None, variant: Any = None) -> str | None:
         """Loads the adapter onto the shared base (peft named adapters); returns its name."""
         return attach_adapter(self.base, folder) if folder else None

@@ -55,6 +55,9 @@ class VllmEngine(Engine):
                                 tensor_parallel_size=s.tensor_parallel_size, trust_remote_code=m.trust_remote_code)
             return self._llm
 
+    def warm(self) -> None:
+        _ = self.llm
+
     def _params(self, sampling: Sampling) -> Any:
         from vllm import SamplingParams
 
