@@ -13,17 +13,12 @@ import sys
 from pathlib import Path
 
 from assistant.config import ENGINES, ConfigError, load_variant
-from assistant.context import ContextError
 from assistant.data import DataError
-from assistant.engines import EngineError
-from assistant.models import ModelNotFoundError
-from assistant.prompts import PromptError
+from assistant.errors import EXIT_USER_ERROR, USER_ERRORS
 
-USER_ERRORS = (ConfigError, ContextError, DataError, ModelNotFoundError, PromptError, EngineError)
 ENGINE_HELP = ("generation engine: auto (default: the variant's serving.engine, itself auto: llamacpp on the CPU "
                "for a base with a GGUF file, vllm on a GPU when installed, else transformers), transformers, "
                "llamacpp, openai (serving.url), vllm")
-EXIT_USER_ERROR = 2
 
 
 def _variant_options(parser: argparse.ArgumentParser) -> None:
@@ -125,10 +120,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
             history = []
             continue
         history.append({"role": "user", "content": message})
-        prepared = bot.prepare(history)
+        prepared, stream = bot.start(history)
         pieces = []
         print("bot> " if interactive else "", end="", flush=True)
-        for piece in bot.stream(prepared):
+        for piece in stream:
             pieces.append(piece)
             print(piece, end="", flush=True)
         print()
@@ -368,6 +363,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from assistant.serve.server import main as serve
+
+    return serve(args.extra)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from assistant.export import ExportError, export
 
@@ -483,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluation.set_defaults(run=cmd_eval)
 
+    serving = verbs.add_parser(
+        "serve", add_help=False, help="the chat app, arena, leaderboard and OpenAI-compatible API on one server "
+        "(the same as python app.py; `assistant serve --help` lists its options)")
+    serving.set_defaults(run=cmd_serve)
+
     exporting = verbs.add_parser(
         "export", help="write an adapter as GGUF LoRA (llama.cpp, Ollama) or merged into its base (vLLM, TGI)",
         description="Export an adapter for other engines. 'gguf' writes adapter.gguf (F32 LoRA; the PEFT scale "
@@ -539,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.run not in (cmd_train, cmd_sweep, cmd_data_check):
+    if extra and args.run not in (cmd_train, cmd_sweep, cmd_data_check, cmd_serve):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:

@@ -539,7 +539,7 @@ def first_token_seconds(bot, history: list[dict[str, str]]) -> float:
     """Seconds from the request to the first streamed piece of the answer (prompt building included);
     the stream is closed right after, which stops generation."""
     started = time.perf_counter()
-    stream = bot.stream(bot.prepare(history))
+    _, stream = bot.start(history)
     try:
         next(stream, None)
         return time.perf_counter() - started

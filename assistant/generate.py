@@ -230,15 +230,23 @@ class Bot:
         yield from cut_at_stop(engine.stream(prepared.input_ids, self._adapter_handle, sampling, stats),
                                sampling.stop, stats)
 
+    def start(self, history: list[dict[str, str]], sampling: Sampling | None = None,
+              stats: dict[str, Any] | None = None) -> tuple[PreparedPrompt, Iterator[str]]:
+        """Prepares the prompt for ``history`` and returns it with the stream of the answer's pieces: what a
+        chat turn needs (the passages to show, then the text as it comes). Nothing generates until the
+        stream is read; closing it stops generation."""
+        sampling = sampling or self.sampling()
+        prepared = self.prepare(history, sampling.max_new_tokens)
+        return prepared, self.stream(prepared, stats, sampling)
+
     def reply(self, history: list[dict[str, str]], sampling: Sampling | None = None) -> Reply:
         """Answers one conversation by streaming, with timing (time to first token, tokens/s)."""
         started = time.perf_counter()
-        sampling = sampling or self.sampling()
-        prepared = self.prepare(history, sampling.max_new_tokens)
+        stats: dict[str, Any] = {}
+        prepared, stream = self.start(history, sampling, stats)
         first = None
         pieces = []
-        stats: dict[str, Any] = {}
-        for piece in self.stream(prepared, stats, sampling):
+        for piece in stream:
             if first is None:
                 first = time.perf_counter() - started
             pieces.append(piece)

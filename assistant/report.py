@@ -20,14 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assistant.config import (
-    ConfigError,
-    Variant,
-    apply_overrides,
-    portable_variant,
-    read_settings_file,
-    variant_from_dict,
-)
+from assistant.config import portable_variant
 from assistant.evaluation import LABEL_METRICS, SuiteResult
 from assistant.models import publish_atomically
 
@@ -250,51 +243,6 @@ def write_winner(result: SuiteResult, path: Path, final_folder: Path, stamp: str
     header = (f"# Winner of suite {suite.name} ({stamp}). The app serves the newest winner by default, or this one\n"
               f"# with: python app.py --variant <path to>/{final_folder.name}/winner.yaml\n")
     path.write_text(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), encoding="utf-8")
-
-
-def is_winner_file(path: str | Path) -> bool:
-    try:
-        data = read_settings_file(Path(path), "variant file")
-    except ConfigError:
-        return False
-    return "variant" in data and "suite" in data
-
-
-def load_winner(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Variant:
-    """The variant a winner.yaml names, ready to serve. Without overrides, its hash must equal the one
-    evaluated: serving something else under the winner's name would be a quiet lie."""
-    path = Path(path)
-    data = read_settings_file(path, "winner file")
-    if not isinstance(data.get("variant"), dict):
-        raise ConfigError(f"{path}: not a winner file (no 'variant' section)")
-    variant = variant_from_dict(apply_overrides(data["variant"], list(overrides)), str(path), root=path.parent)
-    if not overrides and data.get("variant_hash") and variant.variant_hash() != data["variant_hash"]:
-        raise ConfigError(f"{path}: the variant's settings no longer match the evaluated hash "
-                          f"{data['variant_hash']} (was the file edited?)")
-    return variant
-
-
-def load_contenders(path: str | Path) -> dict[str, Variant]:
-    """Every variant a winner.yaml's evaluation compared, by name, best first."""
-    path = Path(path)
-    data = read_settings_file(path, "winner file")
-    return {name: variant_from_dict(settings, f"{path} (contender {name})", root=path.parent)
-            for name, settings in (data.get("contenders") or {}).items()}
-
-
-def latest_winner(reports: Path) -> Path | None:
-    """The newest winner.yaml under ``reports`` that may be served (suites of classifiers opt out)."""
-    found = []
-    for path in Path(reports).glob("*/winner.yaml"):
-        if path.parent.name.startswith("."):
-            continue
-        try:
-            data = read_settings_file(path, "winner file")
-        except Exception:
-            continue
-        if data.get("serve", True):
-            found.append((str(data.get("created", "")), path))
-    return max(found)[1] if found else None
 
 
 # -- markdown and HTML ------------------------------------------------------------------------------------

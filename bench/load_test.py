@@ -103,9 +103,9 @@ def run(clients: int, seconds: float, app_args: list[str], data: Path) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_app(app_args, data, port)
+    results = {"chats": 0, "votes": 0, "errors": [], "first_token": []}
     try:
         model = warm_up(url)
-        results = {"chats": 0, "votes": 0, "errors": [], "first_token": []}
         lock = threading.Lock()
         began = time.perf_counter()
         deadline = time.time() + seconds
@@ -118,7 +118,12 @@ def run(clients: int, seconds: float, app_args: list[str], data: Path) -> dict:
         wall = time.perf_counter() - began
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # counted: a server that does not stop is a bug to see
+            proc.kill()
+            proc.wait()
+            results["errors"].append("the app did not stop within 60 s of SIGTERM")
     with sqlite3.connect(data / "feedback.db") as db:
         stored = db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
     ttft = sorted(results["first_token"])
@@ -140,24 +145,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60, help="how long clients keep starting rounds (default 60)")
     parser.add_argument("--data", help="feedback folder for the app (default: a fresh temporary folder)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--engines", metavar="A,B",
+                        help="run the whole test once per engine, one after another, and compare (e.g. "
+                        "transformers,llamacpp); default: the app's own choice")
     args = parser.parse_args(own)
     if not any(a == "--variant" for a in app_args):
         app_args = ["--variant", str(ROOT / "configs" / "tidewater.yaml"), "--arena", str(ROOT / "configs" / "tidewater.yaml"),
                     "--arena", str(ROOT / "bench" / "bare.yaml"), *app_args]
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(args.data) if args.data else Path(tmp)
-        data.mkdir(parents=True, exist_ok=True)
-        result = run(args.clients, args.seconds, app_args, data)
-    print("| clients | seconds | chats | votes sent | votes stored | errors | TTFT p50 | TTFT p95 | chats/min |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {result['clients']} | {result['seconds']} | {result['chats']} | {result['votes_sent']} | "
-          f"{result['votes_stored']} | {len(result['errors'])} | {result['ttft_p50']:.2f} s | "
-          f"{result['ttft_p95']:.2f} s | {result['chats_per_minute']:.1f} |")
-    for error in result["errors"][:10]:
-        print(error, file=sys.stderr)
+    engines = args.engines.split(",") if args.engines else [None]
+    results = []
+    for engine in engines:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(args.data) / (engine or "app") if args.data else Path(tmp)
+            data.mkdir(parents=True, exist_ok=True)
+            result = run(args.clients, args.seconds, app_args + (["--engine", engine] if engine else []), data)
+            result["engine"] = engine or "app default"
+            results.append(result)
+            print(json.dumps({k: v for k, v in result.items() if k != "errors"}), file=sys.stderr, flush=True)
+            if result["errors"]:
+                print((data / "app.log").read_text()[-3000:], file=sys.stderr)
+    print("| engine | clients | seconds | chats | votes sent | votes stored | errors | TTFT p50 | TTFT p95 | chats/min |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for result in results:
+        print(f"| {result['engine']} | {result['clients']} | {result['seconds']} | {result['chats']} | "
+              f"{result['votes_sent']} | {result['votes_stored']} | {len(result['errors'])} | "
+              f"{result['ttft_p50']:.2f} s | {result['ttft_p95']:.2f} s | {result['chats_per_minute']:.1f} |")
+        for error in result["errors"][:10]:
+            print(error, file=sys.stderr)
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        print(f"\n{last['engine']} against {first['engine']}: {last['chats_per_minute'] / first['chats_per_minute']:.1f}x "
+              f"chats per minute, TTFT p50 {first['ttft_p50'] / last['ttft_p50']:.1f}x shorter")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    ok = not result["errors"] and result["votes_stored"] == result["votes_sent"]
+        Path(args.json).write_text(json.dumps(results if len(results) > 1 else results[0], indent=1))
+    ok = all(not r["errors"] and r["votes_stored"] == r["votes_sent"] for r in results)
     return 0 if ok else 1
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from assistant.api import Limits, add_openai_routes, check_basic_auth
+from assistant.serve.api import Limits, add_openai_routes, check_basic_auth
 from assistant.generate import Bot
 
 
@@ -57,17 +57,42 @@ def test_models_and_completions_streamed_and_not(serve):
     models = client.models.list()
     assert [m.id for m in models.data] == ["tiny"]
 
-    expected = bot.reply(QUESTION).text
+    reply = bot.reply(QUESTION)
+    expected = reply.text
     completion = client.chat.completions.create(model="tiny", messages=QUESTION)
     assert completion.choices[0].message.content == expected
-    assert completion.choices[0].finish_reason == "stop"
+    assert completion.choices[0].finish_reason == reply.finish_reason
     assert completion.usage.completion_tokens > 0 and completion.usage.prompt_tokens > 10
 
     chunks = list(client.chat.completions.create(model="tiny", messages=QUESTION, stream=True))
     pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
     assert len(pieces) >= 2  # streamed, not one block
     assert "".join(pieces).strip() == expected
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices[0].finish_reason == reply.finish_reason
+
+
+def test_sampling_parameters_are_honoured_or_refused_by_name(serve):
+    import openai
+
+    url, bot = serve()
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    short = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=3)
+    assert short.usage.completion_tokens == 3 and short.choices[0].finish_reason == "length"
+    capped = client.chat.completions.create(model="tiny", messages=QUESTION, max_completion_tokens=10_000)
+    assert capped.usage.completion_tokens <= bot.variant.generation.max_new_tokens  # the variant's limit holds
+    full = bot.reply(QUESTION).text
+    stop = full[2:4]
+    cut = client.chat.completions.create(model="tiny", messages=QUESTION, stop=[stop])
+    assert cut.choices[0].message.content == full[: full.find(stop)].strip()
+    assert cut.choices[0].finish_reason == "stop"
+    chunks = list(client.chat.completions.create(model="tiny", messages=QUESTION, stream=True, max_tokens=2,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].usage.completion_tokens == 2 and not chunks[-1].choices
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    for bad, name in (({"temperature": "hot"}, "temperature"), ({"n": 3}, "'n'"), ({"top_p": 0}, "top_p"),
+                      ({"max_tokens": 0}, "max_tokens"), ({"stop": [1]}, "stop")):
+        with pytest.raises(openai.BadRequestError, match=name):
+            client.chat.completions.create(model="tiny", messages=QUESTION, extra_body=bad)
 
 
 def test_errors_come_back_in_openai_shape(serve):
@@ -111,7 +136,7 @@ def test_login_protects_the_app_and_the_api_on_one_server(tiny_model_dir, tmp_pa
     import uvicorn
     import yaml
 
-    import app
+    from assistant.serve import server as serving
 
     variant = tmp_path / "tiny.yaml"
     variant.write_text(yaml.safe_dump({"name": "tiny", "model": {"base": str(tiny_model_dir), "quantization": "none",
@@ -120,10 +145,10 @@ def test_login_protects_the_app_and_the_api_on_one_server(tiny_model_dir, tmp_pa
     other.write_text(yaml.safe_dump({"name": "other", "model": {"base": str(tiny_model_dir), "quantization": "none",
                                                                 "device": "cpu"}, "prompt": {"template": "support.j2"},
                                      "generation": {"max_new_tokens": 3}}))
-    args = app.parse_args(["--variant", str(variant), "--data", str(tmp_path / "fb"), "--auth", "team:s3cret",
+    args = serving.parse_args(["--variant", str(variant), "--data", str(tmp_path / "fb"), "--auth", "team:s3cret",
                            "--reports", str(tmp_path / "none"), "--api-variant", str(other)])
     assert args.host == "127.0.0.1"  # this machine only, unless asked
-    server_app, bots = app.build_server(args)
+    server_app, _ = serving.build_server(args)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(server_app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -14,14 +14,14 @@ def test_importing_the_app_loads_no_model_and_no_torch():
 
 
 def test_model_history_drops_the_sources_footer_and_flattens_parts():
-    import app
+    from assistant.serve import ui
 
     chat = [
         {"role": "user", "content": [{"type": "text", "text": "How long?"}]},
-        {"role": "assistant", "content": "30 days." + app.SOURCES_MARK + "[1] returns.md - Window"},
+        {"role": "assistant", "content": "30 days." + ui.SOURCES_MARK + "[1] returns.md - Window"},
         {"role": "assistant", "content": ""},
     ]
-    assert app.to_model_history(chat) == [
+    assert ui.to_model_history(chat) == [
         {"role": "user", "content": "How long?"},
         {"role": "assistant", "content": "30 days."},
     ]
@@ -30,11 +30,11 @@ def test_model_history_drops_the_sources_footer_and_flattens_parts():
 def test_respond_streams_and_cites_passages(tiny_variant):
     from gradio_client import Client
 
-    import app
+    from assistant.serve import ui
     from assistant.generate import Bot
 
     bot = Bot(tiny_variant)
-    demo = app.build_app(bot, title="Acme")
+    demo = ui.build_app(bot, title="Acme")
     demo.queue()
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
@@ -50,13 +50,13 @@ def test_respond_streams_and_cites_passages(tiny_variant):
     assert "**Sources:** [1] returns.md - Returns > Window" in answer
     assert "30 days" in panel
     expected = bot.reply([{"role": "user", "content": "How many days to return a grinder?"}]).text
-    assert answer.split(app.SOURCES_MARK)[0].strip() == expected  # the app serves the one generation path
+    assert answer.split(ui.SOURCES_MARK)[0].strip() == expected  # the app serves the one generation path
 
 
 def launch_with_arena(tiny_variant, tmp_path):
     import dataclasses
 
-    import app
+    from assistant.serve import ui
     from assistant.feedback import FeedbackStore
     from assistant.generate import Bot
 
@@ -64,7 +64,7 @@ def launch_with_arena(tiny_variant, tmp_path):
                                 generation=dataclasses.replace(tiny_variant.generation, max_new_tokens=3))
     arena = {"tiny": Bot(dataclasses.replace(tiny_variant, name="tiny")), "short": Bot(other)}
     store = FeedbackStore(tmp_path / "feedback.db")
-    demo = app.build_app(arena["tiny"], title="Acme", arena=arena, store=store, seed=0)
+    demo = ui.build_app(arena["tiny"], title="Acme", arena=arena, store=store, seed=0)
     demo.queue()
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     return demo, url, store, arena
@@ -96,11 +96,11 @@ def test_arena_vote_is_stored_with_both_variant_ids_and_names_revealed_after(tin
 def test_messages_over_the_limit_are_refused_with_a_reason(tiny_variant, tmp_path):
     from gradio_client import Client
 
-    import app
-    from assistant.api import Limits
+    from assistant.serve import ui
+    from assistant.serve.api import Limits
     from assistant.generate import Bot
 
-    demo = app.build_app(Bot(tiny_variant), limits=Limits(max_message_chars=20, max_history_messages=3))
+    demo = ui.build_app(Bot(tiny_variant), limits=Limits(max_message_chars=20, max_history_messages=3))
     demo.queue()
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     try:
@@ -124,10 +124,11 @@ def test_messages_over_the_limit_are_refused_with_a_reason(tiny_variant, tmp_pat
 
 
 def test_evaluation_tab_shows_the_latest_servable_report():
-    import app
+    from assistant.serve import ui
+    from assistant.serve.server import REPORTS
 
-    text, chart = app.latest_report(app.REPORTS)
+    text, chart = ui.latest_report(REPORTS)
     assert text.startswith("# Evaluation: tidewater-support")  # the sentiment suite opts out of serving
     assert chart is not None and chart.endswith("metrics.png")
     assert "report.html" in text
-    assert app.latest_report(None) == ("_No evaluation report yet. Run `assistant eval eval/suites/<suite>.yaml`._", None)
+    assert ui.latest_report(None) == ("_No evaluation report yet. Run `assistant eval eval/suites/<suite>.yaml`._", None)

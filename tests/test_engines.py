@@ -163,3 +163,44 @@ def test_cut_at_stop_catches_a_stop_text_split_across_pieces():
 def test_sampling_takes_the_variant_and_overrides(tiny_variant):
     s = Sampling.of(tiny_variant.generation, max_new_tokens=5, temperature=None, stop=["x"])
     assert (s.max_new_tokens, s.temperature, s.stop) == (5, tiny_variant.generation.temperature, ("x",))
+
+
+def test_openai_engine_talks_to_a_real_openai_compatible_server(tiny_model_dir, monkeypatch):
+    """llama.cpp's own HTTP server (OpenAI-compatible /v1/completions, with an API key) as the remote end:
+    streamed and batched answers agree, limits and finish reasons come back, the key is sent."""
+    import socket
+
+    import xllamacpp
+
+    from assistant.engines.llamacpp_engine import base_gguf
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    params = xllamacpp.CommonParams()
+    params.model.path = str(base_gguf(_variant(tiny_model_dir, "llamacpp")))
+    params.n_ctx = 1024
+    params.port = port
+    params.hostnames = ["127.0.0.1"]
+    params.api_keys = ["k3y"]
+    params.verbosity = -1
+    server = xllamacpp.Server(params)
+    monkeypatch.setenv("TEST_SERVER_KEY", "k3y")
+    bot = Bot(_variant(tiny_model_dir, "openai", f"serving.url=http://127.0.0.1:{port}/v1",
+                       "serving.api_key_env=TEST_SERVER_KEY", "serving.model_name=tiny"))
+    assert bot.engine_name == "openai"
+    questions = [QUESTION, [{"role": "user", "content": "Error E3?"}]]
+    streamed = [bot.reply(q) for q in questions]
+    batched = bot.reply_batch(questions)
+    assert [r.text for r in streamed] == [r.text for r in batched]
+    assert all(0 < r.new_tokens <= 12 for r in streamed)
+    short = bot.reply(QUESTION, bot.sampling(max_new_tokens=2))
+    assert short.new_tokens == 2 and short.finish_reason == "length"
+    monkeypatch.setenv("TEST_SERVER_WRONG_KEY", "wrong")
+    from assistant.engines import EngineError
+
+    refused = Bot(_variant(tiny_model_dir, "openai", f"serving.url=http://127.0.0.1:{port}/v1",
+                           "serving.api_key_env=TEST_SERVER_WRONG_KEY"))
+    with pytest.raises(EngineError, match="401"):
+        refused.reply(QUESTION)
+    del server

@@ -276,8 +276,9 @@ def test_winner_by_primary_then_secondary_then_speed(tmp_path, tiny_model_dir):
 
 
 def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_model_dir):
-    import app
-    from assistant.report import load_winner, write_report
+    from assistant.serve.winner import served_variant_file
+    from assistant.report import write_report
+    from assistant.serve.winner import load_winner
 
     suite = load_suite(write_suite(tmp_path, tiny_model_dir, metrics="[rouge_l, exact_match, perplexity, accuracy, macro_f1]"))
     result = evaluate_suite(suite, cache=AnswerCache(tmp_path / "cache"), quiet=True)
@@ -306,8 +307,8 @@ def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_m
     assert winner["variant_hash"] == result.runs[result.winner].variant_hash and winner["suite"] == "tiny"
     served = load_winner(folder / "winner.yaml")
     assert served.variant_hash() == winner["variant_hash"]
-    assert app.served_variant_file(None, tmp_path / "reports")[0] == folder / "winner.yaml"
-    assert app.served_variant_file("x.yaml", tmp_path / "reports")[0] == Path("x.yaml")
+    assert served_variant_file(None, tmp_path / "reports")[0] == folder / "winner.yaml"
+    assert served_variant_file("x.yaml", tmp_path / "reports")[0] == Path("x.yaml")
 
     # moved elsewhere, the winner still resolves its documents (paths are relative to the report)
     import shutil
@@ -322,7 +323,7 @@ def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_m
 
 def test_latest_winner_skips_suites_that_opt_out_and_edited_files(tmp_path):
     from assistant.config import ConfigError, Variant
-    from assistant.report import latest_winner, load_winner
+    from assistant.serve.winner import latest_winner, load_winner
 
     def winner(folder: str, created: str, serve: bool, name: str) -> Path:
         variant = Variant(name=name)

@@ -2,7 +2,7 @@
 
 Any served variant answers by name through the same ``Bot`` path the app uses, so a client written for
 OpenAI's API (the official ``openai`` package included) talks to a domain bot by changing its base URL.
-Mounted beside the Gradio app on the same server (see app.py). Errors use OpenAI's error shape.
+Mounted beside the Gradio app on the same server (see server.py). Errors use OpenAI's error shape.
 
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:7860/v1", api_key="...")
@@ -133,31 +133,77 @@ def add_openai_routes(app, bots: dict[str, Any], limits: Limits, credentials: tu
         except RequestError as exc:
             return error(exc.status, str(exc), exc.code)
         bot = bots[model]
+        try:
+            sampling = request_sampling(bot, body)
+        except RequestError as exc:
+            return error(exc.status, str(exc), exc.code)
         request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
         if not body.get("stream"):
             def answer() -> Any:
                 with gate:
-                    return bot.reply(history)
+                    return bot.reply(history, sampling)
 
             reply = await run_in_threadpool(answer)
             return {"id": request_id, "object": "chat.completion", "created": created, "model": model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.new_tokens,
-                              "total_tokens": reply.prompt_tokens + reply.new_tokens}}
+                                 "finish_reason": reply.finish_reason}],
+                    "usage": _usage(reply.prompt_tokens, reply.new_tokens)}
+
+        include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage")
 
         def pieces() -> Iterator[str]:
             with gate:
                 yield _chunk(request_id, model, created, {"role": "assistant", "content": ""})
-                stream = bot.stream(bot.prepare(history))
+                stats: dict[str, Any] = {}
+                prepared, stream = bot.start(history, sampling, stats)
                 try:
                     for piece in stream:
                         yield _chunk(request_id, model, created, {"content": piece})
                 finally:
                     stream.close()  # the client went away: stop generating
-                yield _chunk(request_id, model, created, {}, "stop")
+                yield _chunk(request_id, model, created, {}, stats.get("finish_reason", "stop"))
+                if include_usage:
+                    usage = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                             "choices": [], "usage": _usage(len(prepared.input_ids), stats.get("new_tokens", 0))}
+                    yield f"data: {json.dumps(usage)}\n\n"
                 yield "data: [DONE]\n\n"
 
         return StreamingResponse(pieces(), media_type="text/event-stream")
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def request_sampling(bot: Any, body: dict) -> Any:
+    """The request's sampling parameters over the variant's: ``max_tokens`` / ``max_completion_tokens``
+    (capped by the variant's own limit), ``temperature``, ``top_p``, ``seed`` and ``stop``. A parameter of
+    the wrong type or out of range is refused, naming it; ``n`` above 1 is refused (one answer per request)."""
+    def number(name: str, low: float, high: float, integer: bool = False) -> Any:
+        value = body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or not low <= value <= high:
+            kind = "an integer" if integer else "a number"
+            raise RequestError(f"'{name}' must be {kind} from {low} to {high}, got {value!r}")
+        return value
+
+    limit = bot.variant.generation.max_new_tokens
+    max_tokens = number("max_completion_tokens", 1, 2**31, True) or number("max_tokens", 1, 2**31, True)
+    n = number("n", 1, 128, True)
+    if n is not None and n > 1:
+        raise RequestError("'n' above 1 is not supported: send one request per answer")
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (not isinstance(stop, list) or len(stop) > 4
+                             or not all(isinstance(x, str) and x for x in stop)):
+        raise RequestError("'stop' must be a string or a list of up to 4 non-empty strings")
+    top_p = number("top_p", 0, 1)
+    if top_p == 0:
+        raise RequestError("'top_p' must be above 0")
+    return bot.sampling(max_new_tokens=min(max_tokens, limit) if max_tokens else None,
+                        temperature=number("temperature", 0, 2), top_p=top_p,
+                        seed=number("seed", -2**63, 2**63 - 1, True), stop=stop)

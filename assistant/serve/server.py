@@ -1,0 +1,122 @@
+"""The server: the Gradio app at / and the OpenAI-compatible API at /v1 on one FastAPI app, run by uvicorn.
+
+    assistant serve [--variant FILE] [--arena FILE ...] [--engine NAME] [--data feedback/] [--auth USER:PASSWORD]
+    python app.py ...   (the same)
+
+Nothing heavy happens at import: models load in the background once the server is up (or on the first
+message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+
+from assistant.config import ENGINES
+from assistant.serve.winner import DEFAULT_VARIANT, ROOT
+
+REPORTS = ROOT / "eval" / "reports"
+FEEDBACK = ROOT / "feedback"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="assistant serve", description="Serve a variant as a chat app in the browser, with a blind "
+                                     "arena, a leaderboard, the latest evaluation and an OpenAI-compatible API.")
+    parser.add_argument("--variant", metavar="FILE",
+                        help="variant YAML file, or an evaluation report's winner.yaml, to serve (default: the "
+                        "winner of the latest evaluation under --reports, or else "
+                        f"{DEFAULT_VARIANT.relative_to(ROOT)})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of every served variant, e.g. --set generation.max_new_tokens=64")
+    parser.add_argument("--arena", action="append", default=[], metavar="FILE",
+                        help="a variant for the blind arena (repeat; two or more). Default: every variant of "
+                        "the served winner's evaluation")
+    parser.add_argument("--api-variant", action="append", default=[], metavar="FILE",
+                        help="also serve this variant (a variant file or winner.yaml) on the OpenAI-compatible API, "
+                        "by its name (repeatable); the chat variant and the arena variants are always served")
+    parser.add_argument("--reports", default=str(REPORTS), metavar="DIR",
+                        help=f"evaluation reports: the latest winner and report (default: {REPORTS.relative_to(ROOT)})")
+    parser.add_argument("--data", default=str(FEEDBACK), metavar="DIR",
+                        help=f"folder of the feedback database, feedback.db (default: {FEEDBACK.relative_to(ROOT)})")
+    parser.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("ASSISTANT_AUTH"),
+                        help="require this login for the app and the API (API clients send the password as a "
+                        "Bearer token or use HTTP Basic). Default: $ASSISTANT_AUTH, or no login")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="requests handled at once, app and API each (default 16). The llama.cpp engine decodes "
+                        "serving.parallel of them together (continuous batching); the transformers engine one at "
+                        "a time per loaded model. The rest wait in the queue")
+    parser.add_argument("--max-message-chars", type=int, default=4000,
+                        help="longest message accepted, in characters (default 4000)")
+    parser.add_argument("--max-history", type=int, default=40,
+                        help="most messages in one conversation (default 40); beyond it people are asked to "
+                        "start a new one")
+    parser.add_argument("--engine", choices=ENGINES,
+                        help="generation engine for every served variant (default: each variant's serving.engine, "
+                        "'auto': llama.cpp on the CPU for a base with a GGUF file, vLLM on a GPU when installed, "
+                        "else transformers)")
+    parser.add_argument("--no-preload", action="store_true",
+                        help="load the model on the first message instead of right after start-up")
+    return parser.parse_args(argv)
+
+
+def build_server(args: argparse.Namespace):
+    """The FastAPI server with the app and the API mounted, and the served Bots (not loaded yet)."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from assistant.feedback import FeedbackStore
+    from assistant.models import import_model_libraries
+    from assistant.serve.api import Limits, add_openai_routes
+    from assistant.serve.pool import ServedBots
+    from assistant.serve.ui import build_app
+    from assistant.serve.winner import served_variant_file
+
+    import_model_libraries()  # before any thread loads a model: concurrent lazy imports can fail
+    path, why = served_variant_file(args.variant, Path(args.reports))
+    served = ServedBots.from_files(path, args.arena, args.api_variant, args.overrides, args.engine)
+    variant = served.chat.variant
+    print(f"serving {variant.name} ({variant.variant_hash()}) from {path}: {why}", file=sys.stderr)
+    if served.arena:
+        print(f"arena: {', '.join(served.arena)}", file=sys.stderr)
+    credentials = None
+    if args.auth:
+        user, sep, password = args.auth.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("--auth must be USER:PASSWORD")
+        credentials = (user, password)
+    limits = Limits(args.max_message_chars, args.max_history, args.concurrency)
+    store = FeedbackStore(Path(args.data) / "feedback.db")
+    demo = build_app(served.chat, title=variant.prompt.variables.get("company", "Assistant"), arena=served.arena,
+                     store=store, limits=limits, reports=Path(args.reports))
+    demo.queue(default_concurrency_limit=args.concurrency)
+    server = FastAPI(title="assistant", docs_url=None, redoc_url=None, openapi_url=None)
+    add_openai_routes(server, served.api, limits, credentials)
+    print(f"API models: {', '.join(served.api)}; engines: {', '.join(served.engines)}", file=sys.stderr)
+    server = gr.mount_gradio_app(server, demo, path="", auth=credentials)
+    return server, served
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    from assistant.errors import EXIT_USER_ERROR, USER_ERRORS
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    args = parse_args(argv)
+    try:
+        server, served = build_server(args)
+    except (*USER_ERRORS, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    served.limit_threads()
+    if not args.no_preload:
+        threading.Thread(target=served.preload, daemon=True).start()
+    print(f"app: http://{args.host}:{args.port}/   API: http://{args.host}:{args.port}/v1", file=sys.stderr)
+    uvicorn.run(server, host=args.host, port=args.port, log_level="warning")
+    return 0
