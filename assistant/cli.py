@@ -194,11 +194,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("train: give a training config (see configs/tidewater-train.yaml), or --method dpo")
     from assistant.config import load_train_config
-    from assistant.train import train
+    from assistant.train import TrainingInterrupted, train
 
     overrides = _dotted_overrides(args.extra) + ([f"name={json.dumps(args.name)}"] if args.name else [])
     config = load_train_config(args.config, overrides)
-    folder = train(config, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    try:
+        folder = train(config, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     if folder is not None:  # None: another process of a multi-process run
         import yaml
 

@@ -512,6 +512,9 @@ class TrainingSettings:
     """Early stopping: stop after N validations without improvement; 0 turns it off."""
     keep_checkpoints: int = 2
     """Recent checkpoints kept for --resume (the best one is always kept)."""
+    checkpoint_minutes: float = 10.0
+    """Also save a checkpoint when this many minutes have passed since the last one (0: only at eval_every
+    steps). Ctrl-C always saves one before stopping, so a long run loses at most a step."""
     seed: int = 0
     """Seed for the split, the mixture, LoRA initialisation and data order."""
 

@@ -50,14 +50,22 @@ class Record:
 def jsonl_rows(path: Path) -> Iterator[tuple[str, int, Any, str | None]]:
     """Each non-blank line of a JSONL file as ``(where, line number, row, problem)``: ``where`` is
     'file:line'; when the line is not valid JSON, ``row`` is None and ``problem`` says why."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
+    with open(path, "rb") as handle:  # bytes: an invalid UTF-8 byte is a problem of its line, not a U+FFFD
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield (f"{path}:{number}", number, None,
+                       f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8")
+                continue
             if not line.strip():
                 continue
             try:
                 row, problem = json.loads(line), None
             except json.JSONDecodeError as exc:
                 row, problem = None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+            except RecursionError:
+                row, problem = None, "invalid JSON (nested too deeply)"
             yield f"{path}:{number}", number, row, problem
 
 

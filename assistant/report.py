@@ -89,6 +89,8 @@ def comparison_rows(result: SuiteResult, metric: str) -> list[list[str]]:
             verdict += f"; ~{c.cases_needed} cases needed"
         elif not c.significant:
             verdict += "; identical"
+        if c.tests_disagree:
+            verdict += f"; **the sign test disagrees** (p = {_p(c.sign_p_value)}): read the cases before trusting it"
         rows.append([f"{a} vs {b}", f"{c.difference.value:+.3f} [{c.difference.low:+.3f}, {c.difference.high:+.3f}]",
                      _p(c.p_value), _p(c.sign_p_value), f"{c.wins}/{c.ties}/{c.losses}", verdict])
     return rows
@@ -258,6 +260,9 @@ def _notes(result: SuiteResult) -> list[str]:
         "ROUGE-L, chrF, BLEU, exact match and semantic similarity are means of per-case scores; reference "
         "perplexity is the corpus perplexity of the reference answers under each variant (lower is better); "
         "macro-F1 is recomputed on every resample.",
+        "Decision rule: a difference is significant when its two-sided paired-bootstrap p-value is below 0.05. "
+        "The exact sign test on per-case wins and losses is shown beside it; where the two fall on different "
+        "sides of 0.05 the verdict says so, since the difference then rests on a few large cases or many tiny ones.",
         "Cost: tokens/s is batched generation throughput (batch of "
         f"{suite.batch_size}); first token is the median over {suite.cost_probe} streamed answers; peak memory "
         "is the process's peak while that variant generated (CUDA: peak allocation). Cached answers keep the "

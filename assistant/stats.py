@@ -72,7 +72,15 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
+        """The decision rule, one for every report: the paired bootstrap at 5% (it uses the size of each
+        difference, which the sign test ignores). The sign test is reported beside it as a check."""
         return self.p_value < 0.05
+
+    @property
+    def tests_disagree(self) -> bool:
+        """The sign test falls on the other side of 5%: a difference carried by a few large cases (bootstrap
+        significant, sign test not) or by many tiny ones (the reverse). Reports flag it."""
+        return self.sign_p_value == self.sign_p_value and (self.sign_p_value < 0.05) != self.significant
 
 
 def paired_bootstrap(

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,6 +305,50 @@ class EarlyStopping(EarlyStoppingCallback):
             super().on_evaluate(args, state, control, metrics, **kwargs)
 
 
+class Checkpointing(TrainerCallback):
+    """Saves a checkpoint every ``minutes`` of wall time (besides the one at each evaluation), and on Ctrl-C:
+    the first SIGINT lets the current step finish, saves a checkpoint and stops the run; a second one
+    interrupts at once. ``interrupted`` tells the caller not to publish the adapter."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.last = time.monotonic()
+        self.interrupted = False
+        self._previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+
+    def _on_interrupt(self, signum, frame):
+        import signal
+
+        self.interrupted = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)  # a second Ctrl-C: at once
+        print("\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.interrupted:
+            control.should_save = True
+            control.should_training_stop = True
+        elif self.seconds and time.monotonic() - self.last >= self.seconds:
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last = time.monotonic()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        import signal
+        import threading
+
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous)
+
+
 class RepackGuard(TrainerCallback):
     """Fails loudly if any 4-bit layer is in the CPU inference packing while training (see
     ``models.disable_cpu_4bit_repacking``): its gradients would be silently dropped."""
@@ -408,6 +453,10 @@ def estimate(config: TrainConfig, data: PreparedData, measured: dict[str, float]
     return out
 
 
+class TrainingInterrupted(Exception):
+    """The run was stopped with Ctrl-C after saving a checkpoint; the message says how to continue."""
+
+
 def run_dir(config: TrainConfig) -> Path:
     return config.resolve(config.runs_dir) / config.name
 
@@ -496,7 +545,16 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     before = trainer.evaluate()
     test_before = trainer.evaluate(ExampleDataset(data.test), metric_key_prefix="test") if data.test else {}
     last = _last_checkpoint(work / "checkpoints") if resume else None
+    if resume and last is None:
+        raise DataError(f"--resume: nothing to resume from (no complete checkpoint under {work / 'checkpoints'}); "
+                        "run without --resume to start from step 0")
+    checkpointing = Checkpointing(t.checkpoint_minutes)
+    trainer.add_callback(checkpointing)
     trainer.train(resume_from_checkpoint=str(last) if last else None)
+    if checkpointing.interrupted:
+        saved = _last_checkpoint(work / "checkpoints")
+        raise TrainingInterrupted(f"stopped at step {trainer.state.global_step}; checkpoint "
+                                  f"{saved.name if saved else 'none'} saved. Continue with the same command and --resume.")
     after = trainer.evaluate()
     test_after = trainer.evaluate(ExampleDataset(data.test), metric_key_prefix="test") if data.test else {}
     wall = time.time() - started

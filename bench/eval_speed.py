@@ -26,10 +26,6 @@ SUITE = ROOT / "eval" / "suites" / "tidewater.yaml"
 def run_one(engine: str, limit: int | None) -> dict:
     from assistant.evaluation import evaluate_suite, load_suite
 
-    if engine == "llamacpp":  # as served: torch only scores and embeds beside llama.cpp's threads
-        import torch
-
-        torch.set_num_threads(1)
     suite = load_suite(SUITE, limit=limit)
     started = time.perf_counter()
     result = evaluate_suite(suite, cache=None, quiet=True, engine=engine)

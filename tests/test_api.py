@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from assistant.serve.api import Limits, add_openai_routes, check_basic_auth
 from assistant.generate import Bot
+from assistant.serve.api import Guards, Limits, LoginThrottle, add_openai_routes, check_basic_auth
 
 
 def free_port() -> int:
@@ -29,6 +29,7 @@ def serve(tiny_variant):
     def start(credentials=None, limits=None):
         bot = Bot(tiny_variant)
         app = FastAPI()
+        app.add_middleware(Guards, limits=limits or Limits())
         add_openai_routes(app, {"tiny": bot}, limits or Limits(), credentials)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -168,3 +169,87 @@ def test_login_protects_the_app_and_the_api_on_one_server(tiny_model_dir, tmp_pa
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_malformed_bodies_get_400_or_413_in_openai_shape(serve):
+    import httpx
+
+    url, _ = serve(limits=Limits(max_body_bytes=4096))
+
+    def post(content: bytes, **headers):
+        response = httpx.post(f"{url}/chat/completions", content=content,
+                              headers={"content-type": "application/json", **headers}, timeout=30)
+        body = response.json()
+        assert set(body) == {"error"} and body["error"]["message"] and body["error"]["type"], body
+        return response.status_code, body["error"]["message"]
+
+    ok = b'{"model": "tiny", "messages": [{"role": "user", "content": "%s"}]}'
+    assert post(b"x" * 5000)[0] == 413  # refused from its length, unread
+
+    def chunks():
+        yield b'{"model": "tiny", "messages": [{"role": "user", "content": "'
+        for _ in range(10):
+            yield b"y" * 1000
+        yield b'"}]}'
+
+    response = httpx.post(f"{url}/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413  # no length given: cut off where the limit is
+    assert post(b"[" * 2000 + b"]" * 2000) == (400, "the body's JSON is nested too deeply")
+    assert post(ok % b"a\\u0000b")[1] == "message 1 contains a NUL character"
+    assert "lone surrogate" in post(ok % b"\\ud800 hi")[1]
+    assert "not valid UTF-8" in post(ok % b"caf\xe9")[1]
+    assert post(b"not json")[0] == 400
+    assert post(b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "foo": 1}') == (
+        400, "Unrecognized request argument supplied: foo")
+    assert "'tools' is not supported" in post(b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], '
+                                              b'"tools": [{"type": "function"}]}')[1]
+    assert post(b'{"model": 7, "messages": []}')[0] == 400
+    assert post(b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}')[0] == 400
+    assert httpx.post(f"{url}/chat/completions", content=ok % b"hi", headers={"content-type": "application/json"},
+                      timeout=60).status_code == 200  # and the server still answers
+
+
+def test_repeated_failed_logins_are_slowed_down(serve, monkeypatch):
+    import httpx
+
+    url, _ = serve(credentials=("team", "s3cret"))
+    wrong = {"Authorization": "Bearer nope"}
+    codes = [httpx.get(f"{url}/models", headers=wrong).status_code for _ in range(7)]
+    assert codes[:5] == [401] * 5 and 429 in codes[5:]
+    blocked = httpx.get(f"{url}/models", headers={"Authorization": "Bearer s3cret"})
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1  # even the right password waits
+
+    clock = [1000.0]
+    monkeypatch.setattr("assistant.serve.api.time.monotonic", lambda: clock[0])
+    throttle = LoginThrottle(free=2, longest=8)
+    for _ in range(2):
+        throttle.failed("a")
+    assert throttle.wait("a") == 0.0  # the free attempts
+    waits = []
+    for _ in range(5):
+        throttle.failed("a")
+        waits.append(throttle.wait("a"))
+    assert waits == [2.0, 4.0, 8.0, 8.0, 8.0]  # doubling, capped
+    assert throttle.wait("b") == 0.0  # per client
+    clock[0] += 8
+    assert throttle.wait("a") == 0.0
+    throttle.succeeded("a")
+    throttle.failed("a")
+    assert throttle.wait("a") == 0.0
+
+
+def test_serving_beyond_loopback_without_a_login_warns(tiny_model_dir, tmp_path, capsys):
+    import yaml
+
+    from assistant.serve import server as serving
+
+    variant = tmp_path / "tiny.yaml"
+    variant.write_text(yaml.safe_dump({"name": "tiny", "model": {"base": str(tiny_model_dir), "quantization": "none",
+                                                                 "device": "cpu"}}))
+    common = ["--variant", str(variant), "--data", str(tmp_path / "fb"), "--reports", str(tmp_path / "none")]
+    serving.build_server(serving.parse_args(common))
+    assert "warning" not in capsys.readouterr().err  # loopback: no warning
+    serving.build_server(serving.parse_args(common + ["--host", "0.0.0.0"]))
+    assert "without --auth" in capsys.readouterr().err
+    serving.build_server(serving.parse_args(common + ["--host", "0.0.0.0", "--auth", "team:s3cret"]))
+    assert "warning" not in capsys.readouterr().err

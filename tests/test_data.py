@@ -81,6 +81,17 @@ def test_all_problems_reported_at_once(tmp_path, eval_file, tiny_model_dir, caps
     assert lines == sorted(lines)  # reported top to bottom
 
 
+def test_an_invalid_utf8_byte_is_a_problem_with_file_and_line(tmp_path, tiny_model_dir, capsys):
+    bad = json.dumps(chat(("user", "caf\u00e9 order"), ("assistant", "ok"))).encode().replace(b"\\u00e9", b"\xe9")
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + bad + b"\n")
+    assert main(["data", "check", str(path), "--base", str(tiny_model_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:2: not valid UTF-8 (byte 0xe9 at column " in err and "1 problem(s)" in err
+    records, problems = read_jsonl(path)
+    assert len(records) == 1 and "\ufffd" not in json.dumps([r.messages for r in records])  # nothing replaced
+
+
 def test_clean_file_passes_with_token_statistics(tmp_path, tiny_model_dir, capsys):
     rows = [GOOD, {"prompt": "Do you ship to Canada?", "completion": "Yes, in 5 to 8 days."},
             chat(("system", "Be brief."), ("user", "Is the kettle dishwasher safe?"), ("assistant", "No, hand wash it."))]

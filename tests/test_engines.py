@@ -204,3 +204,39 @@ def test_openai_engine_talks_to_a_real_openai_compatible_server(tiny_model_dir, 
     with pytest.raises(EngineError, match="401"):
         refused.reply(QUESTION)
     del server
+
+
+def test_export_verb_writes_gguf_and_merged_folders_tied_to_the_adapter(tiny_model_dir, random_lora, tmp_path):
+    import hashlib
+
+    import gguf
+    import torch
+    import yaml
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from assistant.cli import main
+
+    variant = tmp_path / "variant.yaml"
+    variant.write_text(yaml.safe_dump({"name": "tuned", "model": {"base": str(tiny_model_dir), "quantization": "none",
+                                                                  "device": "cpu", "adapter": str(random_lora)}}))
+    assert main(["export", str(variant), "--to", "gguf", "--out", str(tmp_path / "gguf"), "--base-type", "f32"]) == 0
+    card = yaml.safe_load((tmp_path / "gguf" / "export.yaml").read_text())
+    weights = (random_lora / "adapter_model.safetensors").read_bytes()
+    assert card["adapter"]["weights_sha256"] == hashlib.sha256(weights).hexdigest()
+    for name in ("adapter.gguf", "base.gguf"):
+        assert card["files"][name] == hashlib.sha256((tmp_path / "gguf" / name).read_bytes()).hexdigest()
+    reader = gguf.GGUFReader(tmp_path / "gguf" / "adapter.gguf")
+    names = {t.name for t in reader.tensors}
+    assert "blk.0.attn_q.weight.lora_a" in names and "blk.1.ffn_down.weight.lora_b" in names
+    assert len(names) == 2 * 7 * 2  # A and B for 7 projections in 2 layers, nothing else
+    assert (tmp_path / "gguf" / "Modelfile").read_text().splitlines() == ["FROM base.gguf", "ADAPTER adapter.gguf"]
+
+    assert main(["export", str(variant), "--to", "merged", "--out", str(tmp_path / "merged")]) == 0
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.inference_mode():
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(input_ids=ids).logits
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(random_lora))
+        expected = tuned(input_ids=ids).logits
+    assert torch.allclose(merged, expected, atol=1e-4)  # merging changed nothing the model computes
+    assert yaml.safe_load((tmp_path / "merged" / "export.yaml").read_text())["exported_as"] == "merged"

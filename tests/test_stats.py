@@ -132,3 +132,17 @@ def test_bradley_terry_recovers_a_known_strength_ratio_in_any_order():
 def test_bradley_terry_prior_keeps_an_unbeaten_player_finite():
     ratings = bradley_terry(["A", "B"], [("A", "B", 1.0)] * 5)
     assert math.isfinite(ratings["A"]) and ratings["A"] > ratings["B"]
+
+
+def test_one_decision_rule_and_a_flag_when_the_sign_test_disagrees():
+    from assistant.stats import paired_bootstrap
+
+    # A wins 18 cases by a lot and loses 22 by a hair: the bootstrap (sizes) says A, the sign test (counts) cannot.
+    a = np.array([1.0] * 18 + [0.0] * 22)
+    b = np.array([0.0] * 18 + [0.01] * 22)
+    c = paired_bootstrap(lambda idx: float(a[idx].mean()), lambda idx: float(b[idx].mean()), len(a), a, b, True, 2000)
+    assert (c.wins, c.losses) == (18, 22)
+    assert c.significant and c.p_value < 0.05  # the rule: paired bootstrap at 5%
+    assert c.sign_p_value > 0.5 and c.tests_disagree  # ... and the disagreement is flagged
+    same = paired_bootstrap(lambda idx: float(a[idx].mean()), lambda idx: float(a[idx].mean()), len(a), a, a, True, 500)
+    assert not same.significant and not same.tests_disagree

@@ -347,3 +347,64 @@ def test_resume_skips_a_checkpoint_left_half_written(tmp_path):
             (folder / "trainer_state.json").write_text("{}")
     assert _last_checkpoint(tmp_path).name == "checkpoint-6"
     assert _last_checkpoint(tmp_path / "missing") is None
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues_from_it(workspace):
+    import os
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "assistant", "train", str(workspace / "train.yaml"), "--quiet",
+               "--training.max_steps", "200", "--training.eval_every", "100"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    logs = workspace / "runs" / "tiny-adapter" / "tensorboard"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (logs.exists() and any(logs.rglob("events.*"))):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    time.sleep(2)  # some steps in: the training loop has started
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "checkpoint" in err and "--resume" in err
+    checkpoints = workspace / "runs" / "tiny-adapter" / "checkpoints"
+    saved = [int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    assert saved and 0 < max(saved) < 200  # saved where Ctrl-C stopped it
+    assert not (workspace / "adapters" / "tiny-adapter").exists()  # no adapter from an interrupted run
+
+    result = subprocess.run(command + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = yaml.safe_load((workspace / "adapters" / "tiny-adapter" / "card.yaml").read_text())
+    assert card["training"]["resumed_from_step"] == max(saved) and card["training"]["steps"] == 200
+
+
+def test_resume_with_nothing_to_resume_says_so(workspace, capsys):
+    from assistant.cli import main
+
+    code = main(["train", str(workspace / "train.yaml"), "--resume", "--quiet"])
+    assert code == 2
+    assert "nothing to resume from" in capsys.readouterr().err
+    assert not (workspace / "adapters" / "tiny-adapter").exists()
+
+
+def test_checkpoints_are_also_saved_on_a_time_interval(monkeypatch):
+    from transformers import TrainerControl, TrainerState
+
+    from assistant import train as training
+
+    clock = [0.0]
+    monkeypatch.setattr(training.time, "monotonic", lambda: clock[0])
+    callback = training.Checkpointing(minutes=2)
+    state, control = TrainerState(), TrainerControl()
+    clock[0] = 60
+    callback.on_step_end(None, state, control)
+    assert not control.should_save
+    clock[0] = 121
+    callback.on_step_end(None, state, control)
+    assert control.should_save
+    callback.on_save(None, state, control)
+    control = TrainerControl()
+    clock[0] = 200
+    callback.on_step_end(None, state, control)
+    assert not control.should_save  # counted from the last save
+    assert not training.Checkpointing(minutes=0).seconds  # 0 turns the interval off

@@ -45,6 +45,12 @@ class Sampling:
     stop: tuple[str, ...] = ()
     """Texts that end the answer (not included in it)."""
 
+    @property
+    def greedy(self) -> bool:
+        """Temperatures below 1e-4 decode greedily: dividing logits by less overflows to inf (measured: a
+        request with temperature 5e-146 crashed sampling)."""
+        return self.temperature < 1e-4
+
     @classmethod
     def of(cls, settings: GenerationSettings, **overrides: Any) -> "Sampling":
         values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(cls) if hasattr(settings, f.name)}

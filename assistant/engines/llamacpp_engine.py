@@ -189,7 +189,7 @@ class LlamaCppEngine(Engine):
             "cache_prompt": True,
             "lora": [{"id": i, "scale": 1.0 if i == adapter else 0.0} for i in range(len(self.adapters))],
         }
-        if sampling.temperature <= 0:
+        if sampling.greedy:
             request.update(temperature=0.0, top_k=1)
         if sampling.stop:
             request["stop"] = list(sampling.stop)

@@ -42,7 +42,7 @@ class OpenAIEngine(Engine):
             # the exact text of our rendered prompt (special tokens included): the server tokenizes it back
             "prompt": adapter["tokenizer"].decode(input_ids, skip_special_tokens=False),
             "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
+            "temperature": 0.0 if sampling.greedy else sampling.temperature,
             "top_p": sampling.top_p,
             "seed": sampling.seed,
             "stream": stream,

@@ -102,7 +102,7 @@ class TransformersEngine(Engine):
             "pad_token_id": self.base.tokenizer.pad_token_id,
             "repetition_penalty": sampling.repetition_penalty,
         }
-        if sampling.temperature > 0:
+        if not sampling.greedy:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)

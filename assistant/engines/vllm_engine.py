@@ -61,7 +61,7 @@ class VllmEngine(Engine):
     def _params(self, sampling: Sampling) -> Any:
         from vllm import SamplingParams
 
-        return SamplingParams(max_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+        return SamplingParams(max_tokens=sampling.max_new_tokens, temperature=0.0 if sampling.greedy else sampling.temperature,
                               top_p=sampling.top_p, seed=sampling.seed, stop=list(sampling.stop) or None,
                               repetition_penalty=sampling.repetition_penalty)
 

@@ -30,8 +30,10 @@ class Limits:
     """Longest single message, in characters."""
     max_history_messages: int = 40
     """Most messages in one conversation."""
-    concurrency: int = 4
-    """Requests generating at once; the rest wait in line (generation per model is one at a time anyway)."""
+    concurrency: int = 16
+    """Requests handled at once; the rest wait in line."""
+    max_body_bytes: int = 1 << 20
+    """Largest request body; a bigger one is refused (413) before it is read whole."""
 
 
 class RequestError(ValueError):
@@ -56,9 +58,16 @@ def check_conversation(messages: Any, limits: Limits) -> list[dict[str, str]]:
             raise RequestError(f"message {i}: role must be one of {', '.join(ROLES)}")
         content = m.get("content")
         if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
+            if not all(isinstance(t, str) for t in texts):
+                raise RequestError(f"message {i}: a text part's 'text' must be a string")
+            content = "".join(texts)
         if not isinstance(content, str):
             raise RequestError(f"message {i}: content must be text")
+        if "\x00" in content:
+            raise RequestError(f"message {i} contains a NUL character")
+        if any("\ud800" <= c <= "\udfff" for c in content):
+            raise RequestError(f"message {i} contains a lone surrogate (not valid Unicode text)")
         if len(content) > limits.max_message_chars:
             raise RequestError(f"message {i} is {len(content)} characters long; the limit is "
                                f"{limits.max_message_chars}. Shorten it.")
@@ -66,6 +75,137 @@ def check_conversation(messages: Any, limits: Limits) -> list[dict[str, str]]:
     if out[-1]["role"] != "user":
         raise RequestError("the last message must be the user's")
     return [m for m in out if m["role"] != "system"]  # the variant's template writes the system message
+
+
+# OpenAI's chat parameters: the ones honoured, the ones accepted and ignored because they change nothing
+# here, and the ones refused unless left at their default. Any other name is refused as OpenAI refuses it.
+HONOURED = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
+            "top_p", "seed", "stop", "n"}
+IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "modalities", "reasoning_effort"}
+UNSUPPORTED = {"tools": None, "tool_choice": None, "functions": None, "function_call": None, "logprobs": False,
+               "top_logprobs": None, "logit_bias": None, "frequency_penalty": 0, "presence_penalty": 0,
+               "response_format": None, "prediction": None, "audio": None, "web_search_options": None}
+
+
+def check_parameters(body: Any) -> None:
+    """Refuses a body that is not an object, names it when a parameter is unknown, of the wrong type, or
+    one this server cannot honour (tools, logprobs, penalties, response formats...)."""
+    if not isinstance(body, dict):
+        raise RequestError("the body must be a JSON object")
+    for name, value in body.items():
+        if name in UNSUPPORTED:
+            default = UNSUPPORTED[name]
+            if value is not None and value != default and not (name == "response_format" and value == {"type": "text"}):
+                raise RequestError(f"'{name}' is not supported by this server", code="unsupported_parameter")
+        elif name not in HONOURED and name not in IGNORED:
+            raise RequestError(f"Unrecognized request argument supplied: {name}")
+    if not isinstance(body.get("model"), str):
+        raise RequestError("'model' must be the name of a served model (GET /v1/models lists them)")
+    if "stream" in body and body["stream"] is not None and not isinstance(body["stream"], bool):
+        raise RequestError("'stream' must be true or false")
+    options = body.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool)):
+        raise RequestError("'stream_options' must be an object like {\"include_usage\": true}")
+
+
+class LoginThrottle:
+    """Slows down guessing: after ``free`` failed logins from one client, each further failure makes the
+    next attempt wait twice as long as the one before (2 s, 4 s, 8 s, ... up to ``longest``); attempts made
+    meanwhile are refused unread. A successful login clears the count."""
+
+    def __init__(self, free: int = 5, longest: float = 60.0):
+        self.free = free
+        self.longest = longest
+        self._failures: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, client: str) -> float:
+        """Seconds this client must still wait before its next attempt is even looked at."""
+        with self._lock:
+            count, last = self._failures.get(client, (0, 0.0))
+        if count <= self.free:
+            return 0.0
+        return max(0.0, last + min(self.longest, 2.0 ** (count - self.free)) - time.monotonic())
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            count, _ = self._failures.get(client, (0, 0.0))
+            self._failures[client] = (count + 1, time.monotonic())
+            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+                self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+class Guards:
+    """ASGI middleware on the whole server (app and API): a body over ``limits.max_body_bytes`` is refused
+    with 413 from its Content-Length before anything reads it, and a client that keeps failing to log in
+    (the app's /login, or the API's credentials) gets 429 with Retry-After until its wait is over.
+    Plain ASGI rather than Starlette's BaseHTTPMiddleware, so streamed answers and client disconnects pass
+    through untouched."""
+
+    def __init__(self, app, limits: Limits, throttle: LoginThrottle | None = None):
+        self.app = app
+        self.limits = limits
+        self.throttle = throttle or LoginThrottle()
+
+    async def __call__(self, scope, receive, send):
+        from starlette.responses import JSONResponse
+
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        client = (scope.get("client") or ("unknown", 0))[0]
+        guarded = path == "/login" or path.startswith("/v1/")
+        wait = self.throttle.wait(client) if guarded else 0.0
+        if wait > 0:
+            response = JSONResponse({"error": {"message": f"too many failed logins; retry in {wait:.0f} s",
+                                               "type": "rate_limit_error", "code": "rate_limit_exceeded"}},
+                                    status_code=429, headers={"Retry-After": str(max(1, round(wait)))})
+            return await response(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
+            response = JSONResponse({"error": {"message": f"the body is over the limit of "
+                                               f"{self.limits.max_body_bytes} bytes", "type": "invalid_request_error",
+                                               "code": "request_too_large"}}, status_code=413)
+            return await response(scope, receive, send)
+        status: list[int] = []
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if guarded and status:
+            if status[0] == 401 or (path == "/login" and status[0] >= 400):
+                self.throttle.failed(client)
+            elif path == "/login":
+                self.throttle.succeeded(client)
+
+
+async def read_body(request, limit: int) -> Any:
+    """The request's JSON body, read at most ``limit`` bytes far (a body sent without a length is cut off
+    there), parsed with every way it can be malformed turned into a RequestError."""
+    size, chunks = 0, []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"the body is over the limit of {limit} bytes", 413, "request_too_large")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"the body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"the body must be JSON ({exc.msg} at character {exc.pos})") from None
+    except RecursionError:
+        raise RequestError("the body's JSON is nested too deeply") from None
 
 
 def check_basic_auth(header: str | None, credentials: tuple[str, str] | None) -> bool:
@@ -122,18 +262,13 @@ def add_openai_routes(app, bots: dict[str, Any], limits: Limits, credentials: tu
         if not authorised(request):
             return error(401, "missing or wrong credentials", "authentication_error")
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return error(400, "the body must be JSON", "invalid_request_error")
-        model = body.get("model") if isinstance(body, dict) else None
-        if model not in bots:
-            return error(404, f"no model {model!r}; available: {', '.join(bots)}", "model_not_found")
-        try:
+            body = await read_body(request, limits.max_body_bytes)
+            check_parameters(body)
+            model = body["model"]
+            if model not in bots:
+                raise RequestError(f"no model {model!r}; available: {', '.join(bots)}", 404, "model_not_found")
             history = check_conversation(body.get("messages"), limits)
-        except RequestError as exc:
-            return error(exc.status, str(exc), exc.code)
-        bot = bots[model]
-        try:
+            bot = bots[model]
             sampling = request_sampling(bot, body)
         except RequestError as exc:
             return error(exc.status, str(exc), exc.code)

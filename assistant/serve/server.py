@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "a time per loaded model. The rest wait in the queue")
     parser.add_argument("--max-message-chars", type=int, default=4000,
                         help="longest message accepted, in characters (default 4000)")
+    parser.add_argument("--max-body-bytes", type=int, default=1 << 20,
+                        help="largest API request body in bytes (default 1048576); larger ones get 413 unread")
     parser.add_argument("--max-history", type=int, default=40,
                         help="most messages in one conversation (default 40); beyond it people are asked to "
                         "start a new one")
@@ -72,7 +74,7 @@ def build_server(args: argparse.Namespace):
 
     from assistant.feedback import FeedbackStore
     from assistant.models import import_model_libraries
-    from assistant.serve.api import Limits, add_openai_routes
+    from assistant.serve.api import Guards, Limits, add_openai_routes
     from assistant.serve.pool import ServedBots
     from assistant.serve.ui import build_app
     from assistant.serve.winner import served_variant_file
@@ -90,12 +92,16 @@ def build_server(args: argparse.Namespace):
         if not sep or not user or not password:
             raise ValueError("--auth must be USER:PASSWORD")
         credentials = (user, password)
-    limits = Limits(args.max_message_chars, args.max_history, args.concurrency)
+    limits = Limits(args.max_message_chars, args.max_history, args.concurrency, args.max_body_bytes)
+    if not credentials and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host} without --auth: anyone who can reach this address can chat, "
+              "vote and use the API. Set --auth USER:PASSWORD.", file=sys.stderr)
     store = FeedbackStore(Path(args.data) / "feedback.db")
     demo = build_app(served.chat, title=variant.prompt.variables.get("company", "Assistant"), arena=served.arena,
                      store=store, limits=limits, reports=Path(args.reports))
     demo.queue(default_concurrency_limit=args.concurrency)
     server = FastAPI(title="assistant", docs_url=None, redoc_url=None, openapi_url=None)
+    server.add_middleware(Guards, limits=limits)
     add_openai_routes(server, served.api, limits, credentials)
     print(f"API models: {', '.join(served.api)}; engines: {', '.join(served.engines)}", file=sys.stderr)
     server = gr.mount_gradio_app(server, demo, path="", auth=credentials)
