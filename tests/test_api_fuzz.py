@@ -6,7 +6,6 @@ answers and its memory has stayed within a bound."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time

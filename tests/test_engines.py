@@ -3,9 +3,6 @@ export), and every engine honours the same interface (streaming, batches, stop t
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 
 import pytest
 

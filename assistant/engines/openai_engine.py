@@ -26,7 +26,6 @@ class OpenAIEngine(Engine):
         key = os.environ.get(s.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(600.0, connect=10.0))
-        self._tokenizers: dict[str, Any] = {}
 
     def add_adapter(self, folder: Path | None, variant: Variant) -> dict[str, Any]:
         """The model name to ask for (``serving.model_name``, else the adapter folder's name, else the

@@ -72,7 +72,6 @@ class TransformersEngine(Engine):
     def __init__(self, model: ModelSettings):
         self.model_settings = model
         self._end_ids: list[int] | None = None
-        self._lock = threading.Lock()
 
     @property
     def base(self) -> LoadedBase:

@@ -31,13 +31,11 @@ class VllmEngine(Engine):
 
         if folder is None:
             return None
-        if self._llm is not None and folder not in self._adapters:
-            rank = json.loads((folder / "adapter_config.json").read_text()).get("r", 8)
-            if rank > self.max_rank:
-                raise EngineError(f"vLLM was started with max_lora_rank {self.max_rank}; {folder} has rank {rank}")
         if folder not in self._adapters:
-            self._adapters[folder] = LoRARequest(folder.name, len(self._adapters) + 1, str(folder))
             rank = json.loads((folder / "adapter_config.json").read_text()).get("r", 8)
+            if self._llm is not None and rank > self.max_rank:  # the engine is sized for the ranks it started with
+                raise EngineError(f"vLLM was started with max_lora_rank {self.max_rank}; {folder} has rank {rank}")
+            self._adapters[folder] = LoRARequest(folder.name, len(self._adapters) + 1, str(folder))
             self.max_rank = max(self.max_rank, rank)
         return self._adapters[folder]
 
