@@ -15,7 +15,6 @@ The folder is written to a temporary sibling and renamed into place, so a crash 
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -24,22 +23,6 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
-
-
-def weights_sha256(location: str) -> str:
-    """Hash of a local model folder's weight files (names and bytes); the id itself for a hub model."""
-    folder = Path(location)
-    if not folder.is_dir():
-        return f"hub:{location}"
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES):
-        digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            while block := handle.read(1 << 22):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:
@@ -97,9 +80,9 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
     """Writes the adapter folder atomically (see the module docstring). Returns ``destination``."""
     import yaml
 
+    from assistant.artifacts import publish_atomically, weights_fingerprint
     from assistant.config import portable_variant
     from assistant.generate import Bot
-    from assistant.models import publish_atomically
 
     def build(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
@@ -129,13 +112,13 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
         card = {
             "name": config.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "base_model": {"id": variant.model.base, "location_sha256": weights_sha256(base.source.location),
+            "base_model": {"id": variant.model.base, "location_sha256": weights_fingerprint(base.source.location),
                            "quantization": variant.model.quantization, "dtype": str(base.dtype).replace("torch.", ""),
                            "device": base.device},
             "prompt_template": {"name": template.name, "sha256": template.content_hash},
             "variant_hash_without_adapter": variant.variant_hash(),
             "data": {"files": {os.path.relpath(name, destination): info for name, info in data.files.items()},
-                     **data.stats},
+                     **data.stats.to_dict()},
             "hyperparameters": config.to_dict(),
             "metrics": _round(metrics),
             "training": {"steps": steps, "tokens_seen": int(tokens_seen or 0), "wall_seconds": round(wall_seconds, 1),

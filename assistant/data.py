@@ -16,14 +16,13 @@ one pass. Nothing downstream runs on data with problems.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-ROLES = ("system", "user", "assistant")
+from assistant.messages import message_problems
 
 
 class DataError(ValueError):
@@ -123,31 +122,7 @@ def _normalise(row, where: str) -> tuple[Record | None, str | None]:
 
 def conversation_problems(record: Record, need_answer: bool = True) -> list[str]:
     """Role, order and content problems of one conversation."""
-    problems = []
-    roles = [m["role"] for m in record.messages]
-    for i, m in enumerate(record.messages, 1):
-        if m["role"] is None:
-            problems.append(f"message {i} has no role")
-        elif m["role"] not in ROLES:
-            problems.append(f"message {i} has unknown role {m['role']!r} (use {', '.join(ROLES)})")
-        if not isinstance(m["content"], str):
-            problems.append(f"message {i} ({m['role']}) has no text content")
-        elif not m["content"].strip():
-            problems.append(f"message {i} ({m['role']}) is empty")
-    if problems:
-        return problems
-    turns = roles[1:] if roles and roles[0] == "system" else roles
-    if "system" in turns:
-        problems.append("a system message may only come first")
-    elif turns and turns[0] != "user":
-        problems.append("the conversation must start with a user message")
-    elif any(a == b for a, b in zip(turns, turns[1:])):
-        problems.append("user and assistant messages must alternate")
-    if need_answer and "assistant" not in roles:
-        problems.append("no assistant message to learn from")
-    elif need_answer and roles and roles[-1] != "assistant":
-        problems.append("the conversation ends with a user message that is never answered")
-    return problems
+    return message_problems(record.messages, last="assistant" if need_answer else None)
 
 
 # -- duplicates and leakage -----------------------------------------------------------------------------
@@ -171,22 +146,23 @@ def jaccard(a: set, b: set) -> float:
 
 
 def near_duplicate_pairs(texts: list[str], threshold: float = 0.8, bands: int = 20, rows: int = 4) -> list[tuple[int, int, float]]:
-    """Pairs of texts whose character-5-gram Jaccard similarity is at least ``threshold``.
+    """Pairs ``(a, b, similarity)``, ``a < b``, of texts whose character-5-gram Jaccard similarity is at least
+    ``threshold``.
 
-    MinHash with locality-sensitive hashing proposes candidate pairs in about linear time (a pair with
-    similarity s becomes a candidate with probability 1-(1-s^rows)^bands: 0.9995 at s=0.8 with the
-    defaults), and each candidate is then checked exactly, so there are no false positives.
+    datasketch's MinHash LSH proposes candidate pairs in about linear time (a pair with similarity s becomes a
+    candidate with probability 1-(1-s^rows)^bands: 0.9995 at s=0.8 with the defaults), and each candidate is
+    then checked exactly, so there are no false positives.
     """
+    # Imported here: scripts/fetch_sentiment.py imports this module on a bare Python for its other helpers.
+    from datasketch import MinHash, MinHashLSH
+
     sets = [shingles(t) for t in texts]
-    seeds = range(bands * rows)
-    buckets: dict[tuple, list[int]] = {}
-    for index, items in enumerate(sets):
-        hashes = [min(int.from_bytes(hashlib.blake2b(f"{s}:{x}".encode(), digest_size=8).digest(), "big")
-                      for x in items) for s in seeds]
-        for band in range(bands):
-            key = (band, *hashes[band * rows : (band + 1) * rows])
-            buckets.setdefault(key, []).append(index)
-    candidates = {(a, b) for group in buckets.values() for i, a in enumerate(group) for b in group[i + 1 :]}
+    signatures = MinHash.bulk([[s.encode() for s in items] for items in sets], num_perm=bands * rows)
+    lsh = MinHashLSH(num_perm=bands * rows, params=(bands, rows))
+    candidates = set()
+    for index, signature in enumerate(signatures):
+        candidates.update((other, index) for other in lsh.query(signature))  # only earlier texts are in yet
+        lsh.insert(index, signature)
     pairs = []
     for a, b in sorted(candidates):
         similarity = jaccard(sets[a], sets[b])

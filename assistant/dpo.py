@@ -7,7 +7,8 @@
                 -> adapters/<name>/: adapter, variant.yaml, card.yaml, README.md (written atomically)
 
 The result is a variant like any other: the evaluation suite and the arena can compare it with the rest.
-(Imported only by the train verb: it loads transformers and TRL at import.)
+Its settings (``DpoSettings``) are in ``train_config.py``. (Imported only by the train verb: it loads
+transformers and TRL at import.)
 """
 
 from __future__ import annotations
@@ -18,31 +19,15 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.config import ConfigError, Variant, load_variant, portable_variant
+from assistant.config import Variant, portable_variant
 from assistant.data import DataError, jsonl_rows
-
-
-@dataclass
-class DpoSettings:
-    start_from: str
-    """Folder of the SFT adapter to start from (its variant.yaml says how it is served)."""
-    pairs: str
-    """JSONL of preference pairs: {prompt (message list or text), chosen, rejected}."""
-    name: str = "dpo"
-    output_dir: str = "adapters"
-    beta: float = 0.1
-    """Strength of the pull towards the reference (the SFT adapter): lower lets the policy move further."""
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = 2
-    grad_accum: int = 1
-    learning_rate: float = 5e-5
-    max_length: int = 1024
-    seed: int = 0
+from assistant.messages import message_problems
+from assistant.settings_reader import ConfigError
+from assistant.train_config import DpoSettings
+from assistant.variants import load_variant
 
 
 def read_pairs(path: Path) -> list[dict[str, Any]]:
@@ -57,10 +42,10 @@ def read_pairs(path: Path) -> list[dict[str, Any]]:
         prompt = row.get("prompt") if isinstance(row, dict) else None
         if isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
-        if not (isinstance(prompt, list) and prompt and all(isinstance(m, dict) and m.get("role") in
-                ("system", "user", "assistant") and isinstance(m.get("content"), str) for m in prompt)
-                and prompt[-1]["role"] == "user"):
-            problems.append(f"{where}: 'prompt' must be text or a message list ending with the user's message")
+        wrong = message_problems(prompt, last="user", strict_order=False)
+        if wrong:
+            problems.append(f"{where}: 'prompt' must be text or a message list ending with the user's message: "
+                            + "; ".join(wrong))
             continue
         chosen, rejected = row.get("chosen"), row.get("rejected")
         if not (isinstance(chosen, str) and chosen.strip() and isinstance(rejected, str) and rejected.strip()):
@@ -82,39 +67,44 @@ def render_pairs(variant: Variant, pairs: list[dict[str, Any]]) -> list[dict[str
     """Prompt text as served, and each answer as the chat template writes it after that prompt (with its
     end-of-turn marker, so the policy learns where to stop), exactly as SFT examples are encoded."""
     from assistant.generate import Bot
-    from assistant.train import answer_text
 
     bot = Bot(dataclasses.replace(variant, model=dataclasses.replace(variant.model, adapter=None)))
     rows = []
     for pair in pairs:
         prepared = bot.prepare(pair["prompt"])
         try:
-            rows.append({"prompt": prepared.text, "chosen": answer_text(bot, prepared, pair["chosen"]),
-                         "rejected": answer_text(bot, prepared, pair["rejected"])})
+            rows.append({"prompt": prepared.text, "chosen": bot.answer_text(prepared, pair["chosen"]),
+                         "rejected": bot.answer_text(prepared, pair["rejected"])})
         except DataError as exc:
             raise DataError(f"{pair['where']}: {exc}") from None
     return rows
 
 
-def train_dpo(settings: DpoSettings, root: Path = Path("."), overwrite: bool = False, quiet: bool = False) -> Path:
-    """Trains and writes the DPO adapter; returns its folder."""
+def train_dpo(settings: DpoSettings, overwrite: bool = False, quiet: bool = False) -> Path:
+    """Trains and writes the DPO adapter; returns its folder.
+
+    Args:
+        settings: what to train (``load_dpo_settings`` reads them); relative paths resolve against its root.
+        overwrite: replace an existing adapter of the same name (atomically, at the end).
+        quiet: no progress bar.
+    """
     import torch
+    import yaml
     from datasets import Dataset
     from peft import PeftModel
     from trl import DPOConfig, DPOTrainer
 
-    import yaml
+    from assistant.artifacts import publish_atomically
+    from assistant.models import disable_cpu_4bit_repacking, load_base
 
-    from assistant.models import disable_cpu_4bit_repacking, load_base, publish_atomically
-
-    start = (root / settings.start_from).resolve()
+    start = settings.resolve(settings.start_from)
     if not (start / "variant.yaml").is_file() or not (start / "adapter_config.json").is_file():
         raise ConfigError(f"{start}: not an adapter folder (needs adapter_config.json and variant.yaml)")
-    destination = (root / settings.output_dir / settings.name).resolve()
+    destination = (settings.resolve(settings.output_dir) / settings.name).resolve()
     if destination.exists() and not overwrite:
         raise ConfigError(f"{destination} exists; choose another --name or pass --overwrite")
-    variant = load_variant(start / "variant.yaml")
-    pairs = read_pairs((root / settings.pairs).resolve())
+    variant = load_variant(start)
+    pairs = read_pairs(settings.resolve(settings.pairs))
     rows = render_pairs(variant, pairs)
 
     m = variant.model
@@ -149,14 +139,12 @@ def train_dpo(settings: DpoSettings, root: Path = Path("."), overwrite: bool = F
         trainer.train()
     seconds = time.perf_counter() - started
     history = [h for h in trainer.state.log_history if "loss" in h]
-    hyperparameters = {k: v for k, v in dataclasses.asdict(settings).items()
-                       if k not in ("start_from", "pairs", "name", "output_dir")}
     card = {
         "name": settings.name,
         "method": "dpo",
         "start_from": os.path.relpath(start, destination),
-        "pairs": {"file": os.path.relpath((root / settings.pairs).resolve(), destination), "count": len(rows)},
-        "settings": hyperparameters,
+        "pairs": {"file": os.path.relpath(settings.resolve(settings.pairs), destination), "count": len(rows)},
+        "settings": settings.hyperparameters(),
         "steps": trainer.state.global_step,
         "seconds": round(seconds, 1),
         "first": _metrics(history[0]) if history else {},

@@ -1,11 +1,11 @@
 """The user errors every entry point (the CLI, the app, the API) reports as one message, without a traceback."""
 
-from assistant.config import ConfigError
 from assistant.context import ContextError
 from assistant.data import DataError
 from assistant.engines import EngineError
 from assistant.models import ModelNotFoundError
 from assistant.prompts import PromptError
+from assistant.settings_reader import ConfigError
 
 USER_ERRORS = (ConfigError, ContextError, DataError, ModelNotFoundError, PromptError, EngineError)
 """Errors caused by what the user gave (settings, data, templates, models); anything else is a bug."""

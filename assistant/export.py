@@ -15,15 +15,13 @@ GGUF notes, as llama.cpp reads Llama-architecture models:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from assistant.config import content_digest
+from assistant.artifacts import file_sha256, fingerprint, publish_atomically, write_atomically
 
 LLAMA_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
 
@@ -60,19 +58,15 @@ def _write(path: Path, fill) -> Path:
     """Writes a GGUF file through a temporary sibling, so a reader never sees half a file."""
     import gguf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    writer = gguf.GGUFWriter(str(staging), "llama")
-    try:
+    def write(staging: Path) -> None:
+        writer = gguf.GGUFWriter(str(staging), "llama")
         fill(writer)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
-    return path
+
+    return write_atomically(path, write)
 
 
 # -- adapter ---------------------------------------------------------------------------------------------
@@ -263,7 +257,6 @@ def merge_adapter(variant: Any, out: Path) -> Path:
     """
     from peft import PeftModel
 
-    from assistant.models import publish_atomically
     from assistant.models import load_base
 
     if not variant.model.adapter:
@@ -282,14 +275,6 @@ def merge_adapter(variant: Any, out: Path) -> Path:
 # -- the export verb -------------------------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export(variant: Any, to: str, out: Path, base_type: str = "q8_0") -> Path:
     """``assistant export``: writes an export folder with a card whose hashes tie it to the adapter card.
 
@@ -299,7 +284,6 @@ def export(variant: Any, to: str, out: Path, base_type: str = "q8_0") -> Path:
         out: the folder to write (replaced atomically).
         base_type: weight type of a base GGUF written here ('q8_0', 'f16', 'f32').
     """
-    from assistant.models import publish_atomically
     from assistant.engines.llamacpp_engine import given_gguf
     from assistant.models import resolve_base, shared_tokenizer
 
@@ -309,14 +293,14 @@ def export(variant: Any, to: str, out: Path, base_type: str = "q8_0") -> Path:
     card_file = adapter / "card.yaml"
     card = {
         "exported_as": to,
-        "adapter": {"folder": adapter.name, "weights_sha256": sha256_file(adapter / "adapter_model.safetensors"),
-                    "card_sha256": sha256_file(card_file) if card_file.is_file() else None,
-                    "content_digest": content_digest(adapter, suffixes=(".safetensors", ".bin"))},
+        "adapter": {"folder": adapter.name, "weights_sha256": file_sha256(adapter / "adapter_model.safetensors"),
+                    "card_sha256": file_sha256(card_file) if card_file.is_file() else None,
+                    "content_digest": fingerprint(adapter, suffixes=(".safetensors", ".bin"))},
         "base": variant.model.base,
     }
     if to == "merged":
         merge_adapter(variant, out)
-        card["files"] = {f.name: sha256_file(f) for f in sorted(out.glob("*.safetensors"))}
+        card["files"] = {f.name: file_sha256(f) for f in sorted(out.glob("*.safetensors"))}
         (out / "export.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
         return out
     if to != "gguf":
@@ -329,7 +313,7 @@ def export(variant: Any, to: str, out: Path, base_type: str = "q8_0") -> Path:
         if given is None:
             base_to_gguf(Path(resolve_base(variant.model.base).location), folder / "base.gguf", base_type)
         base_file = str(given) if given else "base.gguf"
-        card["files"] = {f.name: sha256_file(f) for f in sorted(folder.glob("*.gguf"))}
+        card["files"] = {f.name: file_sha256(f) for f in sorted(folder.glob("*.gguf"))}
         card["base_gguf"] = base_file
         (folder / "export.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
         (folder / "Modelfile").write_text(f"FROM {base_file}\nADAPTER adapter.gguf\n")

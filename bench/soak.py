@@ -29,9 +29,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from load_test import QUESTIONS, free_port, start_app, warm_up  # noqa: E402
 
 
-def rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")) / 1024
+def rss_mib(pid: int) -> tuple[float, float, float]:
+    """Resident memory of a process in MiB: all of it, its anonymous part (heaps: Python, torch, llama.cpp's
+    KV cache) and its file-backed part (mapped weights and libraries)."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return tuple(int(status[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon", "RssFile"))
 
 
 def client_loop(number: int, url: str, model: str, deadline: float, log: dict, lock: threading.Lock) -> None:
@@ -113,9 +115,10 @@ def main() -> int:
         rss = [r for t, r in memory if lo <= t < hi]
         if not latencies or not rss:
             continue
+        peak = max(rss)  # the minute's highest sample, with its anonymous and file-backed parts
         minutes.append({"minute": m + 1, "chats": len(latencies), "p50": statistics.median(latencies),
                         "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
-                        "rss_mib": max(rss)})
+                        "rss_mib": peak[0], "anon_mib": peak[1], "file_mib": peak[2]})
     steady = [m for m in minutes if m["minute"] > args.warm_up] or minutes
     growth = (steady[-1]["rss_mib"] - steady[0]["rss_mib"]) / steady[0]["rss_mib"] * 100
     xs = [m["minute"] for m in steady]
@@ -125,10 +128,11 @@ def main() -> int:
           f"({stored} stored), {log['left']} streams left mid-way, {len(log['errors'])} errors")
     print(f"resident memory after warm-up: {steady[0]['rss_mib']:.0f} -> {steady[-1]['rss_mib']:.0f} MiB "
           f"({growth:+.1f}%); p95 latency trend {slope:+.3f} s per minute\n")
-    print("| minute | chats | latency p50 s | latency p95 s | resident MiB |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| minute | chats | latency p50 s | latency p95 s | resident MiB | of it anonymous | of it files |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for m in minutes:
-        print(f"| {m['minute']} | {m['chats']} | {m['p50']:.2f} | {m['p95']:.2f} | {m['rss_mib']:.0f} |")
+        print(f"| {m['minute']} | {m['chats']} | {m['p50']:.2f} | {m['p95']:.2f} | {m['rss_mib']:.0f} "
+              f"| {m['anon_mib']:.0f} | {m['file_mib']:.0f} |")
     for error in log["errors"][:20]:
         print(error, file=sys.stderr)
     if args.json:

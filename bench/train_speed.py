@@ -23,10 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import random
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,8 +34,9 @@ import torch
 from transformers import Trainer, TrainingArguments, default_data_collator
 from transformers.utils import logging as hf_logging
 
-from assistant.config import load_train_config
-from assistant.train import ExampleDataset, PadToLongest, build_model, prepare_data, serving_variant
+from assistant.train import ExampleDataset, PadToLongest, build_model
+from assistant.train_config import load_train_config
+from assistant.train_data import prepare_data, serving_variant
 
 ROOT = Path(__file__).resolve().parent.parent
 

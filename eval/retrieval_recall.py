@@ -13,7 +13,8 @@ import json
 import time
 from pathlib import Path
 
-from assistant.context import Retriever, load_documents
+from assistant.context import load_documents
+from assistant.retrieval import Retriever
 
 
 def main() -> None:

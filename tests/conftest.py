@@ -73,7 +73,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_variant(tiny_model_dir, tmp_path):
     """A variant on the tiny model, without quantization, with two small documents to retrieve from."""
-    from assistant.config import load_variant
+    from assistant.variants import load_variant
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -107,7 +107,7 @@ def test_errors_come_back_in_openai_shape(serve):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 51}])
     with pytest.raises(openai.BadRequestError, match="4 messages; the limit is 3"):
         client.chat.completions.create(model="tiny", messages=QUESTION * 4)
-    with pytest.raises(openai.BadRequestError, match="last message must be the user's"):
+    with pytest.raises(openai.BadRequestError, match="must end with the user message"):
         client.chat.completions.create(model="tiny", messages=QUESTION + [{"role": "assistant", "content": "hi"}])
 
 
@@ -195,7 +195,7 @@ def test_malformed_bodies_get_400_or_413_in_openai_shape(serve):
     response = httpx.post(f"{url}/chat/completions", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413  # no length given: cut off where the limit is
     assert post(b"[" * 2000 + b"]" * 2000) == (400, "the body's JSON is nested too deeply")
-    assert post(ok % b"a\\u0000b")[1] == "message 1 contains a NUL character"
+    assert post(ok % b"a\\u0000b")[1] == "message 1 (user) contains a NUL character"
     assert "lone surrogate" in post(ok % b"\\ud800 hi")[1]
     assert "not valid UTF-8" in post(ok % b"caf\xe9")[1]
     assert post(b"not json")[0] == 400

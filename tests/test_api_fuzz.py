@@ -31,9 +31,9 @@ def server_url(tiny_model_dir, tmp_path_factory):
     import uvicorn
     from fastapi import FastAPI
 
-    from assistant.config import load_variant
     from assistant.generate import Bot
     from assistant.serve.api import Guards, Limits, add_openai_routes
+    from assistant.variants import load_variant
 
     variant = load_variant(None, [f"model.base={tiny_model_dir}", "model.quantization=none", "model.device=cpu",
                                   "serving.engine=transformers", "generation.max_new_tokens=4"])

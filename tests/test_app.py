@@ -30,8 +30,8 @@ def test_model_history_drops_the_sources_footer_and_flattens_parts():
 def test_respond_streams_and_cites_passages(tiny_variant):
     from gradio_client import Client
 
-    from assistant.serve import ui
     from assistant.generate import Bot
+    from assistant.serve import ui
 
     bot = Bot(tiny_variant)
     demo = ui.build_app(bot, title="Acme")
@@ -56,9 +56,9 @@ def test_respond_streams_and_cites_passages(tiny_variant):
 def launch_with_arena(tiny_variant, tmp_path):
     import dataclasses
 
-    from assistant.serve import ui
     from assistant.feedback import FeedbackStore
     from assistant.generate import Bot
+    from assistant.serve import ui
 
     other = dataclasses.replace(tiny_variant, name="short",
                                 generation=dataclasses.replace(tiny_variant.generation, max_new_tokens=3))
@@ -96,9 +96,9 @@ def test_arena_vote_is_stored_with_both_variant_ids_and_names_revealed_after(tin
 def test_messages_over_the_limit_are_refused_with_a_reason(tiny_variant, tmp_path):
     from gradio_client import Client
 
+    from assistant.generate import Bot
     from assistant.serve import ui
     from assistant.serve.api import Limits
-    from assistant.generate import Bot
 
     demo = ui.build_app(Bot(tiny_variant), limits=Limits(max_message_chars=20, max_history_messages=3))
     demo.queue()

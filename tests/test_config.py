@@ -1,6 +1,8 @@
 import pytest
 
-from assistant.config import ConfigError, Variant, load_variant, variant_from_dict
+from assistant.config import Variant, variant_from_dict
+from assistant.settings_reader import ConfigError
+from assistant.variants import load_variant
 
 
 def test_hash_is_stable_ignores_name_and_follows_settings():
@@ -115,3 +117,31 @@ def test_hash_follows_file_contents_not_path_spelling(tmp_path):
     # an edited document is a different variant
     (docs / "a.md").write_text("# A\n\nFourteen days.\n")
     assert variant.variant_hash() != before
+
+
+def test_dpo_config_paths_resolve_against_its_folder_and_overrides_win(tmp_path):
+    from assistant.train_config import load_dpo_settings
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "dpo.yaml").write_text("start_from: ../adapters/sft\npairs: pairs.jsonl\nmax_length: 256\n")
+    settings = load_dpo_settings(tmp_path / "configs" / "dpo.yaml", ["beta=0.3", "learning_rate=1e-4"])
+    assert settings.resolve(settings.start_from) == (tmp_path / "adapters" / "sft").resolve()
+    assert settings.resolve(settings.pairs) == (tmp_path / "configs" / "pairs.jsonl").resolve()
+    assert (settings.max_length, settings.beta, settings.learning_rate, settings.name) == (256, 0.3, 1e-4, "dpo")
+    assert "root" not in settings.hyperparameters() and "start_from" not in settings.hyperparameters()
+
+
+def test_dpo_config_problems_are_reported_together(tmp_path):
+    from assistant.train_config import load_dpo_settings
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("max_length: long\ncolour: red\n")
+    with pytest.raises(ConfigError) as err:
+        load_dpo_settings(path)
+    assert str(path) in str(err.value)
+    assert "max_length: expected an integer" in str(err.value) and "colour: unknown setting" in str(err.value)
+    path.write_text("beta: 0\nmax_length: 0\nname: a b\n")
+    with pytest.raises(ConfigError) as err:
+        load_dpo_settings(path)
+    for expected in ("start_from:", "pairs:", "beta: must be above 0", "max_length: must be at least 1", "name: 'a b'"):
+        assert expected in str(err.value)

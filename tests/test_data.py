@@ -1,6 +1,9 @@
 """Data quality: every malformed row gets its own message with file:line; all problems come at once."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +130,19 @@ def test_near_duplicates_found_at_scale_without_false_positives():
     texts.append(texts[10] + " please")
     pairs = near_duplicate_pairs(texts, threshold=0.8)
     assert [(a, b) for a, b, _ in pairs] == [(10, 400)]
+
+
+def test_near_duplicates_at_the_threshold_with_their_similarity():
+    base = ("Where is my order number 5512? It left our warehouse yesterday and tracking has not moved since then, "
+            "please help.")
+    texts = [base, base.replace("yesterday", "Monday"), "Can I pause my coffee subscription for a month?"]
+    [(a, b, similarity)] = near_duplicate_pairs(texts, threshold=0.8)
+    assert (a, b) == (0, 1) and 0.8 <= similarity < 1.0
+    assert near_duplicate_pairs(texts, threshold=0.99) == []  # every candidate is checked exactly
+
+
+def test_data_helpers_import_without_datasketch():
+    # scripts/fetch_sentiment.py imports these on a bare Python; datasketch loads only when pairs are searched.
+    code = ("import sys; sys.modules['datasketch'] = None; "  # None: any import of it fails
+            "from assistant.data import check_records, eval_questions, jaccard, normalise_text, read_jsonl, shingles")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, check=True)

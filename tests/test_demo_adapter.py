@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from assistant.config import load_variant
 from assistant.generate import Bot
+from assistant.variants import load_variant
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -39,12 +39,11 @@ def test_demo_adapter_beats_the_base_on_held_out_answers():
     import torch
 
     from assistant.data import read_jsonl
-    from assistant.train import encode
 
     bot = Bot(load_variant(ADAPTER / "variant.yaml"))
     records, problems = read_jsonl(ROOT / "data" / "tidewater" / "eval.jsonl")
     assert not problems
-    examples = [encode(bot, r.messages[:-1], r.messages[-1]["content"]) for r in records[:20]]
+    examples = [bot.encode(r.messages[:-1], r.messages[-1]["content"]) for r in records[:20]]
     base = bot.base
 
     def mean_loss(adapter_name):

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from assistant.data import DataError
-from assistant.dpo import DpoSettings, read_pairs, render_pairs, train_dpo
+from assistant.dpo import read_pairs, render_pairs, train_dpo
+from assistant.train_config import DpoSettings
 
 PAIRS = [
     ("How many days to return a grinder?", "You have 30 days.", "Shipping to Canada takes five days."),
@@ -48,8 +49,8 @@ def write_pairs(path, pairs=PAIRS):
 
 
 def test_pairs_are_rendered_with_the_served_prompt(sft_adapter, tmp_path):
-    from assistant.config import load_variant
     from assistant.generate import Bot
+    from assistant.variants import load_variant
 
     variant = load_variant(sft_adapter / "variant.yaml")
     rows = render_pairs(variant, read_pairs(write_pairs(tmp_path / "pairs.jsonl")))
@@ -98,7 +99,7 @@ def margin(variant, rows) -> float:
 def test_dpo_moves_the_policy_towards_chosen_answers_and_is_a_variant(sft_adapter, tmp_path):
     from safetensors.torch import load_file
 
-    from assistant.config import load_variant
+    from assistant.variants import load_variant
 
     pairs = write_pairs(tmp_path / "pairs.jsonl")
     settings = DpoSettings(start_from=str(sft_adapter), pairs=str(pairs), name="tiny-dpo",
@@ -115,6 +116,8 @@ def test_dpo_moves_the_policy_towards_chosen_answers_and_is_a_variant(sft_adapte
 
     card = yaml.safe_load((folder / "card.yaml").read_text())
     assert card["method"] == "dpo" and card["pairs"]["count"] == 4 and card["steps"] == 12
+    assert card["settings"] == {"beta": 0.1, "epochs": 1.0, "max_steps": 12, "batch_size": 4, "grad_accum": 1,
+                                "learning_rate": 5e-3, "max_length": 1024, "seed": 0}  # no paths, no root
 
     tuned = load_variant(folder / "variant.yaml")  # a variant like any other
     assert tuned.name == "tiny-dpo" and tuned.resolve(tuned.model.adapter) == folder
@@ -131,10 +134,10 @@ def test_votes_to_export_to_dpo_to_an_evaluation_report(sft_adapter, tiny_model_
     """The whole loop through the command line: arena votes and thumbs in the store, `feedback export`,
     `train --method dpo`, and the new adapter evaluated beside the one it started from."""
     from assistant.cli import main
-    from assistant.config import load_variant
     from assistant.evaluation import AnswerCache, evaluate_suite, load_suite
+    from assistant.evaluation.report import write_report
     from assistant.feedback import FeedbackStore, Shown
-    from assistant.report import write_report
+    from assistant.variants import load_variant
 
     start = load_variant(sft_adapter / "variant.yaml")
     store = FeedbackStore(tmp_path / "feedback" / "feedback.db")

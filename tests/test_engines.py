@@ -3,12 +3,11 @@ export), and every engine honours the same interface (streaming, batches, stop t
 
 from __future__ import annotations
 
-
 import pytest
 
-from assistant.config import load_variant
 from assistant.engines import Sampling, cut_at_stop
 from assistant.generate import Bot
+from assistant.variants import load_variant
 
 pytest.importorskip("xllamacpp", reason="the llama.cpp engine's package (xllamacpp) is part of the install")
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from assistant.config import load_variant
 from assistant.generate import Bot
+from assistant.variants import load_variant
 from tests.conftest import ROOT
 
 ADAPTER = ROOT / "adapters" / "tidewater-multitask"

@@ -13,8 +13,6 @@ import yaml
 from assistant import models
 from assistant.evaluation import (
     AnswerCache,
-    Judge,
-    JudgeSettings,
     SuiteError,
     answer_cases,
     evaluate_suite,
@@ -23,6 +21,8 @@ from assistant.evaluation import (
     rank_variants,
     weights_fingerprint,
 )
+from assistant.evaluation.judge import Judge
+from assistant.evaluation.suite import JudgeSettings
 
 QUESTIONS = [
     ("How many days do I have to return a grinder?", "You have 30 days to return it.", "returns"),
@@ -79,7 +79,7 @@ def no_model_loads(monkeypatch):
         raise AssertionError("a model was loaded before the suite was known to be valid")
 
     monkeypatch.setattr(models, "load_base", refuse)
-    monkeypatch.setattr("assistant.context.DenseIndex.__init__", refuse)
+    monkeypatch.setattr("assistant.retrieval.DenseIndex.__init__", refuse)
 
 
 # -- checking a suite before any model loads ------------------------------------------------------------
@@ -179,12 +179,12 @@ def test_cache_hits_and_invalidation(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setattr(Bot, "reply_batch", counting)
     first = answer_cases(suite, suite.variants[0], cache)
     assert first.cached == 0 and sum(calls) == 4 and calls == [3, 1]  # batches of the suite's batch_size
-    assert all(r["answer"] is not None and r["ref_tokens"] > 0 for r in first.records)
+    assert all(r.answer is not None and r.ref_tokens > 0 for r in first.records)
 
     calls.clear()
     again = answer_cases(suite, suite.variants[0], cache)
     assert again.cached == 4 and calls == []  # a re-run costs nothing
-    assert [r["answer"] for r in again.records] == [r["answer"] for r in first.records]
+    assert [r.answer for r in again.records] == [r.answer for r in first.records]
     assert again.cost["tokens_per_second"] == first.cost["tokens_per_second"]  # the cost measured then
 
     # another variant re-runs only itself: the first is still cached
@@ -213,7 +213,7 @@ def test_cache_hits_and_invalidation(tmp_path, tiny_model_dir, monkeypatch):
 def test_changed_weights_change_the_fingerprint(tmp_path, tiny_model_dir):
     import shutil
 
-    from assistant.config import load_variant
+    from assistant.variants import load_variant
 
     copy = tmp_path / "model"
     shutil.copytree(tiny_model_dir, copy)
@@ -276,12 +276,23 @@ def test_winner_by_primary_then_secondary_then_speed(tmp_path, tiny_model_dir):
 
 
 def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_model_dir):
+    from assistant.evaluation.report import write_report
+    from assistant.evaluation.scoring import prompt_texts
     from assistant.serve.winner import served_variant_file
-    from assistant.report import write_report
-    from assistant.serve.winner import load_winner
+    from assistant.variants import load_variant as load_winner
 
-    suite = load_suite(write_suite(tmp_path, tiny_model_dir, metrics="[rouge_l, exact_match, perplexity, accuracy, macro_f1]"))
+    suite = load_suite(write_suite(tmp_path, tiny_model_dir,
+                                   metrics="[rouge_l, exact_match, perplexity, accuracy, macro_f1, key_facts, grounding]"))
     result = evaluate_suite(suite, cache=AnswerCache(tmp_path / "cache"), quiet=True)
+    # grounding checks each answer against the prompt its variant rendered: passages included where retrieved
+    sources = {name: prompt_texts(run, suite) for name, run in result.runs.items()}
+    assert any("30 days to return" in text for text in sources["retrieval"])
+    assert not any("30 days to return" in text for text in sources["plain"])
+    for name in result.runs:
+        facts = result.scores[name]["key_facts"]
+        assert facts.extra["facts"] == [1, 1, 1, 2]  # 30 days; E3; 5 business days; yes + 3 months
+        errors = result.scores[name]["grounding"].extra["errors_per_answer"]
+        assert errors.low <= errors.value <= errors.high
     assert set(result.scores) == {"plain", "retrieval"}
     assert result.winner == result.ranking[0]
     for name, metric_scores in result.scores.items():
@@ -302,6 +313,7 @@ def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_m
     markdown = (folder / "report.md").read_text()
     assert "significant" in markdown and result.winner in markdown
     assert "## Predicted labels" in markdown and "| reference | 1 | 2 | 1 | 0 |" in markdown
+    assert "## Facts" in markdown and "contradicted facts per answer" in markdown
 
     winner = yaml.safe_load((folder / "winner.yaml").read_text())
     assert winner["variant_hash"] == result.runs[result.winner].variant_hash and winner["suite"] == "tiny"
@@ -322,8 +334,10 @@ def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_m
 
 
 def test_latest_winner_skips_suites_that_opt_out_and_edited_files(tmp_path):
-    from assistant.config import ConfigError, Variant
-    from assistant.serve.winner import latest_winner, load_winner
+    from assistant.config import Variant
+    from assistant.serve.winner import latest_winner
+    from assistant.settings_reader import ConfigError
+    from assistant.variants import load_variant as load_winner
 
     def winner(folder: str, created: str, serve: bool, name: str) -> Path:
         variant = Variant(name=name)

@@ -1,7 +1,7 @@
 import torch
 
-from assistant.config import load_variant
 from assistant.generate import Bot, end_of_turn_ids
+from assistant.variants import load_variant
 
 
 def ask(text):

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from assistant.config import load_variant
 from assistant.generate import Bot
+from assistant.variants import load_variant
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

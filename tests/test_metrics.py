@@ -13,7 +13,8 @@ import pytest
 
 from assistant.metrics import HIGHER_IS_BETTER, METRICS_DIR, SCALE, available_metrics, load_metric
 
-NAMES = ["accuracy", "bleu", "chrf", "exact_match", "macro_f1", "perplexity", "rouge_l", "semantic_similarity"]
+NAMES = ["accuracy", "bleu", "chrf", "exact_match", "grounding", "key_facts", "macro_f1", "perplexity", "rouge_l",
+         "semantic_similarity"]
 
 
 def _refuse_network(*args, **kwargs):
@@ -156,7 +157,7 @@ def test_macro_f1(metric):
 
 
 def test_semantic_similarity(metric):
-    from assistant.context import sentence_encoder
+    from assistant.retrieval import sentence_encoder
 
     result = metric("semantic_similarity").compute(
         predictions=["You can return it within 30 days.", "You can return it within 30 days.",
@@ -199,3 +200,30 @@ def test_inputs_are_checked(metric):
         metric("rouge_l").compute(predictions=[], references=[])
     with pytest.raises(ValueError, match="Mismatch in the number"):
         metric("accuracy").compute(predictions=["a", "b"], references=["a"])
+
+
+def test_key_facts_counts_stated_and_contradicted_facts(metric):
+    reference = "Yes, opened grinders are accepted within 30 days with a 15% restocking fee."
+    result = metric("key_facts").compute(
+        predictions=["Yes! You'll need to pay $49.98 before shipping.",      # yes stated; 30 days, 15% missing
+                     "Yes, within thirty days, and the fee is 15 percent.",  # all three, in other words
+                     "No, only within 14 days, with a 15% fee.",             # 15% stated; yes and 30 days contradicted
+                     "Thanks for asking!"],                                   # reference without facts: no value
+        references=[reference, reference, reference, "Happy to help."])
+    assert result["facts"] == [3, 3, 3, 0] and result["stated"] == [1, 3, 1, 0]
+    assert result["contradicted"] == [0, 0, 2, 0]
+    assert result["scores"][:3] == [1 / 3, 1.0, 1 / 3] and math.isnan(result["scores"][3])
+    assert result["key_facts"] == 5 / 9 and result["contradicted_per_answer"] == 0.5
+
+
+def test_grounding_counts_facts_the_sources_do_not_support(metric):
+    sources = "Passage [returns.md]: Opened grinders are accepted within 30 days with a 15% restocking fee."
+    result = metric("grounding").compute(
+        predictions=["Yes! You'll need to pay $49.98 within 30 days.",  # $49.98 invented, 30 days supported
+                     "Within 30 days, with a 15% fee.",                  # both supported
+                     "Sure."],                                           # no facts: no value
+        references=[sources, sources, sources])
+    assert result["claimed"] == [2, 2, 0] and result["supported"] == [1, 2, 0]
+    assert result["unsupported"] == [1, 0, 0] and result["unsupported_per_answer"] == 1 / 3
+    assert result["scores"][:2] == [0.5, 1.0] and math.isnan(result["scores"][2])
+    assert result["grounding"] == 3 / 4

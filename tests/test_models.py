@@ -5,14 +5,8 @@ import time
 
 import pytest
 
-from assistant.models import (
-    ModelNotFoundError,
-    embedded_gguf_path,
-    load_base,
-    publish_atomically,
-    resolve_base,
-    shared_base,
-)
+from assistant.artifacts import publish_atomically
+from assistant.models import ModelNotFoundError, embedded_gguf_path, load_base, resolve_base, shared_base
 from tests.conftest import ROOT
 
 

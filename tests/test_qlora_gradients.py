@@ -9,8 +9,8 @@ through the NF4 model with those of the same model holding the dequantized weigh
 import pytest
 import torch
 
-from assistant.config import ALL_LINEAR
 from assistant.models import disable_cpu_4bit_repacking, load_base, repacked_4bit_layers
+from assistant.train_config import ALL_LINEAR
 
 
 def nf4_and_reference(tiny_model_dir):

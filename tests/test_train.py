@@ -8,8 +8,9 @@ import sys
 import pytest
 import yaml
 
-from assistant.config import ConfigError, load_train_config
 from assistant.generate import Bot
+from assistant.settings_reader import ConfigError
+from assistant.train_config import load_train_config
 from tests.conftest import ROOT
 
 INTENTS = ["returns", "shipping", "billing"]
@@ -48,12 +49,13 @@ def workspace(tmp_path, tiny_model_dir):
 
 
 def test_training_example_is_the_served_prompt_plus_the_answer(workspace):
-    from assistant.train import IGNORE, encode, serving_variant
+    from assistant.generate import IGNORE
+    from assistant.train_data import serving_variant
 
     config = load_train_config(workspace / "train.yaml")
     bot = Bot(serving_variant(config))
     history = [{"role": "user", "content": "How long do returns take?"}]
-    ids, labels = encode(bot, history, "Returns take 30 days.")
+    ids, labels = bot.encode(history, "Returns take 30 days.")
     served = bot.prepare(history)
     n = len(served.input_ids)
     assert ids[:n] == served.input_ids  # identical up to the answer ...
@@ -64,20 +66,50 @@ def test_training_example_is_the_served_prompt_plus_the_answer(workspace):
 
 
 def test_mixture_weights_are_copies_per_epoch(workspace):
-    from assistant.train import prepare_data, serving_variant
+    from assistant.train_data import prepare_data, serving_variant
 
     config = load_train_config(workspace / "train.yaml")
     data = prepare_data(config, serving_variant(config))
-    assert data.stats["examples"] == {"support": 36, "intent": 36}
-    assert data.stats["validation"] == {"support": 12, "intent": 12}
-    assert data.stats["mixture"] == {"support": 36, "intent": 18}
+    assert data.stats.examples == {"support": 36, "intent": 36}
+    assert data.stats.validation == {"support": 12, "intent": 12}
+    assert data.stats.mixture == {"support": 36, "intent": 18}
+
+
+def test_preflight_estimate_counts_steps_and_uses_the_measured_speed(workspace):
+    from assistant.train import StepTiming, estimate
+    from assistant.train_data import prepare_data, serving_variant
+
+    config = load_train_config(workspace / "train.yaml")  # max_steps 8, batches of 4 over a 54-example mixture
+    data = prepare_data(config, serving_variant(config))
+    plan = estimate(config, data, None)
+    assert (plan.optimizer_steps, plan.epochs) == (8, round(8 / 14, 2))
+    assert plan.training_tokens == int(data.stats.train_tokens_per_epoch * (8 / 14))
+    assert plan.describe() == f"optimizer steps 8, epochs 0.57, training tokens {plan.training_tokens}"  # unmeasured
+    measured = estimate(config, data, StepTiming(tokens_per_second=10.0, peak_memory_bytes=2.0**30))
+    assert measured.measured_tokens_per_second == 10.0 and measured.peak_memory_gib == 1.0
+    assert measured.estimated_minutes > 0
+    assert measured.describe().endswith(f", measured tokens per second 10.0, estimated minutes "
+                                        f"{measured.estimated_minutes}, peak memory gib 1.0")
+
+
+def test_data_check_with_a_config_prints_the_counts_and_a_measured_preflight(workspace, capsys):
+    from assistant.cli import main
+
+    assert main(["data", "check", "--config", str(workspace / "train.yaml"), "--set", "training.max_steps=4"]) == 0
+    out = capsys.readouterr().out
+    assert "support: 36 train, 12 validation, 36 per epoch in the mixture" in out
+    assert "intent: 36 train, 12 validation, 18 per epoch in the mixture" in out
+    preflight = next(line for line in out.splitlines() if line.startswith("pre-flight: "))
+    assert preflight.startswith("pre-flight: optimizer steps 4, epochs 0.29, training tokens ")
+    assert ", measured tokens per second " in preflight and ", peak memory gib " in preflight
 
 
 def test_train_changes_only_lora_weights_and_writes_a_complete_adapter(workspace):
     import torch
     from safetensors.torch import load_file
 
-    from assistant.train import build_model, serving_variant, train
+    from assistant.train import build_model, train
+    from assistant.train_data import serving_variant
 
     config = load_train_config(workspace / "train.yaml")
     _, fresh = build_model(config, serving_variant(config))
@@ -109,6 +141,9 @@ def test_train_changes_only_lora_weights_and_writes_a_complete_adapter(workspace
     assert set(card["data"]["files"]) == {os.path.relpath(workspace / "train.jsonl", folder)}  # no machine paths
     assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == serving_variant(config).model.base
     assert card["hyperparameters"]["lora"]["r"] == 4 and card["training"]["steps"] == 8
+    assert list(card["data"]) == ["files", "examples", "validation", "mixture", "tokens", "train_tokens_per_epoch",
+                                  "answer_tokens_per_epoch"]  # the prepared data's stats, as before
+    assert card["data"]["mixture"] == {"support": 36, "intent": 18} and card["data"]["tokens"]["count"] > 0
     for split in ("base", "adapter"):
         assert {"eval_support_loss", "eval_intent_loss", "test_loss"} <= set(card["metrics"][split])
     assert card["metrics"]["adapter"]["eval_support_loss"] < card["metrics"]["base"]["eval_support_loss"]
@@ -119,9 +154,9 @@ def test_train_changes_only_lora_weights_and_writes_a_complete_adapter(workspace
 
 
 def test_adapter_loads_in_a_fresh_process_with_transformers_and_peft_only(workspace):
-    from assistant.train import train
-
     from transformers import TrainerCallback
+
+    from assistant.train import train
 
     class Seen(TrainerCallback):
         steps: list = []
@@ -142,8 +177,8 @@ def test_adapter_loads_in_a_fresh_process_with_transformers_and_peft_only(worksp
 
 
 def test_served_adapter_variant_answers_from_the_adapter(workspace):
-    from assistant.config import load_variant
     from assistant.train import train
+    from assistant.variants import load_variant
 
     folder = train(load_train_config(workspace / "train.yaml"), quiet=True)
     served = load_variant(folder / "variant.yaml")
@@ -186,9 +221,9 @@ def test_train_config_errors_are_reported_together(tmp_path):
 
 
 def test_overrides_on_the_command_line(workspace):
-    from assistant.cli import _dotted_overrides
+    from assistant.cli_train import dotted_overrides
 
-    overrides = _dotted_overrides(["--training.learning_rate", "1e-4", "--lora.r=8", "--name", "x2"])
+    overrides = dotted_overrides(["--training.learning_rate", "1e-4", "--lora.r=8", "--name", "x2"])
     config = load_train_config(workspace / "train.yaml", overrides)
     assert (config.training.learning_rate, config.lora.r, config.name) == (1e-4, 8, "x2")
 
@@ -242,7 +277,7 @@ def test_random_sweep_keeps_only_the_best_trial(workspace, capsys):
     assert card["metrics"]["adapter"]["eval_support_loss"] == pytest.approx(min(complete), rel=1e-4)
     assert card["sweep"]["trials"] == 4 and (folder / "sweep.png").is_file()
     assert str(card["sweep"]["best_trial"]) in capsys.readouterr().out
-    from assistant.config import load_variant
+    from assistant.variants import load_variant
 
     served = load_variant(folder / "variant.yaml")
     assert served.resolve(served.context.documents) == (workspace / "docs").resolve()
@@ -314,7 +349,7 @@ def test_early_stopping_ends_a_diverging_run_and_keeps_the_best_checkpoint(works
 def test_early_stopping_counts_only_evaluations_that_carry_its_metric():
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from assistant.train import EarlyStopping
+    from assistant.train_callbacks import EarlyStopping
 
     args = TrainingArguments(output_dir="unused", metric_for_best_model="eval_support_loss", greater_is_better=False,
                              load_best_model_at_end=True, eval_strategy="steps", save_strategy="steps", use_cpu=True)
@@ -356,18 +391,18 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_from_it(workspace):
 
     command = [sys.executable, "-m", "assistant", "train", str(workspace / "train.yaml"), "--quiet",
                "--training.max_steps", "200", "--training.eval_every", "100"]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    logs = workspace / "runs" / "tiny-adapter" / "tensorboard"
+    # a checkpoint on a very short time interval proves the training loop (and its Ctrl-C handler) is running
+    first = [*command, "--training.checkpoint_minutes", "0.0001"]
+    proc = subprocess.Popen(first, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoints = workspace / "runs" / "tiny-adapter" / "checkpoints"
     deadline = time.time() + 300
-    while time.time() < deadline and not (logs.exists() and any(logs.rglob("events.*"))):
+    while time.time() < deadline and not any(checkpoints.glob("checkpoint-*/trainer_state.json")):
         assert proc.poll() is None, proc.stderr.read()[-3000:]
-        time.sleep(0.2)
-    time.sleep(2)  # some steps in: the training loop has started
+        time.sleep(0.1)
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-3000:]
     assert "checkpoint" in err and "--resume" in err
-    checkpoints = workspace / "runs" / "tiny-adapter" / "checkpoints"
     saved = [int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
     assert saved and 0 < max(saved) < 200  # saved where Ctrl-C stopped it
     assert not (workspace / "adapters" / "tiny-adapter").exists()  # no adapter from an interrupted run
@@ -390,7 +425,7 @@ def test_resume_with_nothing_to_resume_says_so(workspace, capsys):
 def test_checkpoints_are_also_saved_on_a_time_interval(monkeypatch):
     from transformers import TrainerControl, TrainerState
 
-    from assistant import train as training
+    from assistant import train_callbacks as training
 
     clock = [0.0]
     monkeypatch.setattr(training.time, "monotonic", lambda: clock[0])

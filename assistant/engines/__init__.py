@@ -34,14 +34,14 @@ class EngineError(RuntimeError):
 
 @dataclass(frozen=True)
 class Sampling:
-    """What one request asks of the decoder."""
+    """What one request asks of the decoder: the variant's ``GenerationSettings`` (see there what each one
+    means) with the request's own overrides, and stop texts. Built with ``Sampling.of``."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    """0: greedy."""
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    seed: int = 0
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    repetition_penalty: float
+    seed: int
     stop: tuple[str, ...] = ()
     """Texts that end the answer (not included in it)."""
 

@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
-from assistant.config import EMBEDDED_BASE, ServingSettings, Variant, content_digest
+from assistant.artifacts import cache_dir, fingerprint
+from assistant.config import EMBEDDED_BASE, ServingSettings, Variant
 from assistant.engines import Completion, Engine, EngineError, Sampling, cpu_threads, cut_text
 
 
@@ -67,7 +68,7 @@ def base_gguf(variant: Variant) -> Path:
     ``serving.gguf_type``: Q8_0 by default, which prefills 1.5x faster than the package's Q4_1 file on
     this CPU at the same decode speed (bench/RESULTS.md)."""
     from assistant.export import ExportError, base_to_gguf
-    from assistant.models import cache_dir, resolve_base
+    from assistant.models import resolve_base
 
     given = given_gguf(variant)
     if given is not None:
@@ -78,7 +79,7 @@ def base_gguf(variant: Variant) -> Path:
                           "(llama.cpp's convert_hf_to_gguf.py writes one)")
     folder = Path(source.location)
     kind = variant.serving.gguf_type
-    out = cache_dir() / "gguf" / f"{folder.name}-{content_digest(folder, suffixes=('.safetensors', '.json'))}-{kind}.gguf"
+    out = cache_dir() / "gguf" / f"{folder.name}-{fingerprint(folder, suffixes=('.safetensors', '.json'))}-{kind}.gguf"
     if not out.is_file():
         try:
             print(f"Writing {folder.name} as GGUF ({kind}) once into {out} ...", flush=True)
@@ -91,9 +92,9 @@ def base_gguf(variant: Variant) -> Path:
 def adapter_gguf(folder: Path, variant: Variant) -> Path:
     """The adapter as GGUF LoRA, converted once into the cache (named by the adapter's content)."""
     from assistant.export import adapter_to_gguf
-    from assistant.models import cache_dir, shared_tokenizer
+    from assistant.models import shared_tokenizer
 
-    digest = content_digest(folder, suffixes=(".safetensors", ".json"))
+    digest = fingerprint(folder, suffixes=(".safetensors", ".json"))
     out = cache_dir() / "gguf" / f"lora-{folder.name}-{digest}.gguf"
     if not out.is_file():
         config = shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[1]
@@ -140,6 +141,7 @@ class LlamaCppEngine(Engine):
         p.n_parallel = self.serving.parallel
         p.n_ctx = self.serving.context_tokens
         p.kv_unified = True  # one KV pool shared by the parallel requests
+        p.cache_ram_mib = self.serving.prompt_cache_mib
         p.cpuparams.n_threads = self.threads
         p.cpuparams_batch.n_threads = self.threads
         p.verbosity = -1

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-ROLES = ("system", "user", "assistant")
+from assistant.messages import message_problems
 
 
 @dataclass
@@ -47,33 +47,25 @@ class RequestError(ValueError):
 
 def check_conversation(messages: Any, limits: Limits) -> list[dict[str, str]]:
     """Validates a conversation against the limits; returns it as plain role/content messages."""
-    if not isinstance(messages, list) or not messages:
-        raise RequestError("'messages' must be a non-empty list of {role, content} objects")
-    if len(messages) > limits.max_history_messages:
+    if isinstance(messages, list) and len(messages) > limits.max_history_messages:
         raise RequestError(f"the conversation has {len(messages)} messages; the limit is "
                            f"{limits.max_history_messages}. Start a new conversation.")
     out = []
-    for i, m in enumerate(messages, 1):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise RequestError(f"message {i}: role must be one of {', '.join(ROLES)}")
-        content = m.get("content")
+    for i, m in enumerate(messages if isinstance(messages, list) else [], 1):
+        content = m.get("content") if isinstance(m, dict) else None
         if isinstance(content, list):  # OpenAI content parts: keep the text ones
             texts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type", "text") == "text"]
             if not all(isinstance(t, str) for t in texts):
                 raise RequestError(f"message {i}: a text part's 'text' must be a string")
             content = "".join(texts)
-        if not isinstance(content, str):
-            raise RequestError(f"message {i}: content must be text")
-        if "\x00" in content:
-            raise RequestError(f"message {i} contains a NUL character")
-        if any("\ud800" <= c <= "\udfff" for c in content):
-            raise RequestError(f"message {i} contains a lone surrogate (not valid Unicode text)")
-        if len(content) > limits.max_message_chars:
-            raise RequestError(f"message {i} is {len(content)} characters long; the limit is "
+        out.append({"role": m.get("role"), "content": content} if isinstance(m, dict) else m)
+    problems = message_problems(out if isinstance(messages, list) else messages, last="user", strict_order=False)
+    if problems:
+        raise RequestError("; ".join(problems))
+    for i, m in enumerate(out, 1):
+        if len(m["content"]) > limits.max_message_chars:
+            raise RequestError(f"message {i} is {len(m['content'])} characters long; the limit is "
                                f"{limits.max_message_chars}. Shorten it.")
-        out.append({"role": m["role"], "content": content})
-    if out[-1]["role"] != "user":
-        raise RequestError("the last message must be the user's")
     return [m for m in out if m["role"] != "system"]  # the variant's template writes the system message
 
 

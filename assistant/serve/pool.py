@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from assistant.generate import Bot
-from assistant.serve.winner import arena_variants, load_any_variant
+from assistant.serve.winner import arena_variants
+from assistant.variants import load_variant
 
 
 class ServedBots:
@@ -38,8 +39,8 @@ class ServedBots:
     @classmethod
     def from_files(cls, chat_file: Path, arena_files: list[str], api_files: list[str], overrides: list[str],
                    engine: str | None = None) -> "ServedBots":
-        return cls(load_any_variant(chat_file, overrides), arena_variants(arena_files, chat_file, overrides),
-                   [load_any_variant(Path(f), overrides) for f in api_files], engine)
+        return cls(load_variant(chat_file, overrides), arena_variants(arena_files, chat_file, overrides),
+                   [load_variant(Path(f), overrides) for f in api_files], engine)
 
     @property
     def engines(self) -> list[str]:

@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from assistant.context import sentence_encoder
+from assistant.retrieval import sentence_encoder
 
 _DESCRIPTION = """
 Semantic similarity: the cosine similarity of the sentence embeddings of prediction and reference, from

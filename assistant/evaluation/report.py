@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from assistant.artifacts import publish_atomically
 from assistant.config import portable_variant
-from assistant.evaluation import LABEL_METRICS, SuiteResult
-from assistant.models import publish_atomically
+from assistant.evaluation.run import SuiteResult
+from assistant.evaluation.scoring import FACT_ERRORS, extract_label
+from assistant.evaluation.suite import LABEL_METRICS
 
 METRIC_TITLES = {
     "rouge_l": "ROUGE-L",
@@ -33,6 +35,8 @@ METRIC_TITLES = {
     "perplexity": "Ref. perplexity",
     "accuracy": "Accuracy",
     "macro_f1": "Macro-F1",
+    "key_facts": "Key-fact recall",
+    "grounding": "Grounding",
 }
 
 
@@ -42,6 +46,11 @@ def _title(metric: str) -> str:
 
 def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def _finite(value: float) -> float | None:
+    """A score for JSON: None where a case has no value (a fact metric on a case without facts)."""
+    return value if math.isfinite(value) else None
 
 
 def _p(value: float) -> str:
@@ -174,8 +183,6 @@ def plot_metrics(result: SuiteResult, path: Path) -> None:
 
 
 def results_rows(result: SuiteResult) -> list[dict[str, Any]]:
-    from assistant.evaluation import extract_label
-
     rows = []
     for name, run in result.runs.items():
         for i, (case, record) in enumerate(zip(result.suite.cases, run.records)):
@@ -186,16 +193,16 @@ def results_rows(result: SuiteResult) -> list[dict[str, Any]]:
                 "weights": run.weights,
                 "question": case.messages[-1]["content"],
                 "reference": case.reference,
-                "answer": record["answer"],
-                "new_tokens": record["new_tokens"],
-                "prompt_tokens": record["prompt_tokens"],
-                "passages": record.get("passages", []),
+                "answer": record.answer,
+                "new_tokens": record.new_tokens,
+                "prompt_tokens": record.prompt_tokens,
+                "passages": record.passages,
                 "tags": case.tags,
-                "scores": {m: result.scores[name][m].per_case[i] for m in result.suite.metrics},
+                "scores": {m: _finite(result.scores[name][m].per_case[i]) for m in result.suite.metrics},
             }
             if case.label is not None:
                 row["label"] = case.label
-                row["predicted_label"] = extract_label(record["answer"], result.suite.labels)
+                row["predicted_label"] = extract_label(record.answer, result.suite.labels)
             rows.append(row)
     return rows
 
@@ -286,6 +293,7 @@ def render_markdown(result: SuiteResult, stamp: str) -> str:
         out += ["## Predicted labels", "", "How often each variant answered with each label (the first label its "
                 "answer names; '(none)' when it names none), against the reference labels.", "",
                 _markdown_table(*label_table(result)), ""]
+    out += facts_section(result)
     if result.judged:
         out += ["## Judge", "", _markdown_table(*judge_table(result)), "",
                 "The judge saw each pair twice with the order swapped; a pair counts as a win only when both "
@@ -305,20 +313,51 @@ def render_markdown(result: SuiteResult, stamp: str) -> str:
     for i, case in enumerate(suite.cases[:5]):
         out += [f"**{case.id}** — {case.messages[-1]['content']}", "", f"- *reference*: {case.reference}"]
         for name in result.ranking:
-            answer = result.runs[name].records[i]["answer"].replace("\n", " ")
+            answer = result.runs[name].records[i].answer.replace("\n", " ")
             out.append(f"- *{name}* ({_title(suite.primary)} {result.scores[name][suite.primary].per_case[i]:.2f}): {answer}")
         out.append("")
     return "\n".join(out)
 
 
+def facts_section(result: SuiteResult) -> list[str]:
+    """Markdown lines on facts (when the suite measures them): stated, contradicted, supported and invented
+    facts per variant with 95% intervals, then the answers with the most wrong facts."""
+    present = [m for m in FACT_ERRORS if m in result.suite.metrics]
+    if not present:
+        return []
+
+    def ci(estimate) -> str:
+        return f"{estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
+
+    header = ["Variant"] + [title for m in present for title in
+                            ((_title(m), f"{FACT_ERRORS[m]} facts per answer"))]
+    rows = [[name] + [cell for m in present for cell in
+                      (ci(result.scores[name][m].estimate), ci(result.scores[name][m].extra["errors_per_answer"]))]
+            for name in result.ranking]
+    worst = sorted(((result.scores[name][m].extra[FACT_ERRORS[m]][i], FACT_ERRORS[m], name, i)
+                    for m in present for name in result.ranking for i in range(len(result.suite.cases))),
+                   key=lambda row: -row[0])
+    lines = ["## Facts", "", "Checkable facts (amounts, percentages, durations, dates, numbers with units, codes, "
+             "names, a leading yes or no): key-fact recall is the share of the reference's facts an answer states; "
+             "contradicted facts are the reference's facts it states with another value; grounding is the share of "
+             "the answer's own facts found in the prompt it was shown (passages included); unsupported facts are "
+             "the rest. Intervals: 95% bootstrap over cases.", "", _markdown_table(header, rows), "",
+             "Answers with the most wrong facts:", ""]
+    for count, kind, name, i in [row for row in worst if row[0] > 0][:5]:
+        case = result.suite.cases[i]
+        answer = result.runs[name].records[i].answer.replace("\n", " ")
+        lines.append(f"- {count} {kind}: **{name}** on {case.id} ({case.messages[-1]['content']!r}): {answer} "
+                     f"— *reference*: {case.reference}")
+    return lines + [""]
+
+
 def label_table(result: SuiteResult) -> tuple[list[str], list[list[str]]]:
-    from assistant.evaluation import extract_label
 
     labels = result.suite.labels
     header = ["Variant"] + labels + ["(none)"]
     rows = [["reference"] + [str(sum(c.label == label for c in result.suite.cases)) for label in labels] + ["0"]]
     for name in result.ranking:
-        predicted = [extract_label(r["answer"], labels) for r in result.runs[name].records]
+        predicted = [extract_label(r.answer, labels) for r in result.runs[name].records]
         rows.append([name] + [str(predicted.count(label)) for label in labels] + [str(predicted.count(""))])
     return header, rows
 
@@ -380,7 +419,7 @@ def render_html(result: SuiteResult, stamp: str, rows: list[dict], chart: Path) 
             row = answers[name]
             score = row["scores"][suite.primary]
             cells.append(f"<div class='answer'><b>{esc(name)}</b> <span class='score'>{esc(_title(suite.primary))} "
-                         f"{score:.2f}</span>\n{esc(row['answer'])}</div>")
+                         f"{_fmt(score, 2)}</span>\n{esc(row['answer'])}</div>")
         tags = f" <span class='score'>{esc(', '.join(case.tags))}</span>" if case.tags else ""
         parts.append(f"<div class='case'><b>{esc(case.id)}</b>{tags}<p>{esc(case.messages[-1]['content'])}</p>"
                      f"<div class='answers'>{''.join(cells)}</div></div>")

@@ -1,0 +1,75 @@
+"""The verbs that judge variants: ``eval`` (a suite scored side by side, a report and a winner) and
+``feedback`` (the app's votes as preference pairs or a leaderboard). Each is a thin function over the
+library; the parser that calls them is in ``cli.py``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from assistant.settings_reader import ConfigError
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Every variant of the suite answers every case (batched; answers cached on disk by variant, case and
+    weights, so a re-run only generates what changed). Metrics come from the evaluate modules in
+    eval/metrics/, with 95% bootstrap intervals and paired tests between variants. Writes
+    eval/reports/<suite>-<time>/ with report.md, report.html, results.jsonl and winner.yaml, which the app
+    serves by default. See eval/suites/*.yaml for the suite format."""
+    from assistant.evaluation import default_cache, evaluate_suite, load_suite
+
+    only = [n.strip() for n in args.variants.split(",")] if args.variants else []
+    suite = load_suite(args.suite, only=only, limit=args.limit)
+    if args.batch_size:
+        suite.batch_size = args.batch_size
+    print(f"suite {suite.name}: {len(suite.cases)} cases x {len(suite.variants)} variants "
+          f"({', '.join(v.name for v in suite.variants)}); primary metric {suite.primary}", file=sys.stderr)
+    if args.check:
+        print("suite is valid", file=sys.stderr)
+        return 0
+    from assistant.evaluation.report import winner_sentence, write_report
+
+    result = evaluate_suite(suite, cache=None if args.no_cache else default_cache(), quiet=args.quiet,
+                            refresh=args.refresh, engine=args.engine)
+    folder = write_report(result, Path(args.out) if args.out else None)
+    print(winner_sentence(result).replace("**", ""))
+    print(f"report: {folder / 'report.md'}\n        {folder / 'report.html'}\nwinner: {folder / 'winner.yaml'}")
+    return 0
+
+
+def _feedback_store(args: argparse.Namespace):
+    from assistant.feedback import FeedbackStore
+
+    database = Path(args.data) / "feedback.db"
+    if not database.is_file():
+        raise ConfigError(f"{database}: no feedback database (the app writes one under --data)")
+    return FeedbackStore(database)
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from assistant.artifacts import write_jsonl
+    from assistant.feedback import preference_pairs
+
+    pairs = list(preference_pairs(_feedback_store(args)))
+    out = write_jsonl(Path(args.out), pairs)
+    sources = {}
+    for pair in pairs:
+        sources[pair["provenance"]["source"]] = sources.get(pair["provenance"]["source"], 0) + 1
+    detail = ", ".join(f"{n} from {k}" for k, n in sorted(sources.items())) or "none"
+    print(f"{len(pairs)} preference pairs ({detail}) written to {out}")
+    return 0
+
+
+def cmd_feedback_leaderboard(args: argparse.Namespace) -> int:
+    from assistant.feedback import leaderboard
+
+    store = _feedback_store(args)
+    table = leaderboard(store.votes())
+    print("| rank | variant | rating | 95% interval | votes | wins |\n|---:|---|---:|---|---:|---:|")
+    for rank, s in enumerate(table, 1):
+        print(f"| {rank} | {s.variant} | {s.rating:.0f} | {s.low:.0f} to {s.high:.0f} | {s.votes} | {s.wins} |")
+    ratings = store.ratings()
+    print(f"\n{len(store.votes())} votes, {len(ratings)} ratings "
+          f"({sum(r['rating'] > 0 for r in ratings)} up, {sum(r['rating'] < 0 for r in ratings)} down)")
+    return 0

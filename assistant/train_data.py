@@ -1,0 +1,190 @@
+"""Training data for a run: every task's rows read, checked and rendered exactly as served, split into
+training and validation by conversation, and mixed by task weight. (No transformers at import: the data
+check verb uses it before any model loads.)
+
+Every example is rendered by ``Bot.encode``, the same code that builds the prompt when the adapter is
+served, and its labels cover only the answer tokens (the reply and its end-of-turn marker).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from assistant.artifacts import file_sha256
+from assistant.config import Variant
+from assistant.data import DataError, Record, check_records, eval_questions, format_problems, read_jsonl, token_stats
+from assistant.generate import IGNORE
+from assistant.train_config import TaskSettings, TrainConfig
+from assistant.variants import load_variant
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    task: str
+    where: str
+
+
+# -- building examples ------------------------------------------------------------------------------------
+
+
+def serving_variant(config: TrainConfig) -> Variant:
+    """The variant the adapter is trained with and served with (without the adapter itself)."""
+    variant = load_variant(config.resolve(config.variant) if config.variant else None, root=config.root)
+    if config.quantization:
+        variant.model.quantization = config.quantization
+    variant.model.adapter = None
+    return variant
+
+
+def task_variant(variant: Variant, task: TaskSettings, labels: list[str]) -> Variant:
+    """Chat tasks use the serving variant as is; label tasks a classification prompt without retrieval."""
+    if task.kind == "chat":
+        if task.template:
+            variant = dataclasses.replace(variant, prompt=dataclasses.replace(variant.prompt, template=task.template))
+        return variant
+    instruction = task.instruction.replace("{labels}", ", ".join(labels))
+    prompt = dataclasses.replace(variant.prompt, template=task.template or "classify.j2",
+                                 variables={**variant.prompt.variables, "instruction": instruction},
+                                 few_shot=None, few_shot_count=0)
+    context = dataclasses.replace(variant.context, documents=None)
+    return dataclasses.replace(variant, prompt=prompt, context=context)
+
+
+def task_pairs(record: Record, task: TaskSettings) -> list[tuple[list[dict[str, str]], str]]:
+    """(history, answer) pairs a record teaches: each assistant reply, or each labelled user message."""
+    messages = [m for m in record.messages if m["role"] != "system"]  # the template writes the system message
+    pairs = []
+    if task.kind == "chat":
+        for i, m in enumerate(messages):
+            if m["role"] == "assistant" and i > 0:
+                pairs.append((messages[:i], m["content"]))
+    else:
+        labels = [lab for m, lab in zip(record.messages, record.labels) if m["role"] != "system"]
+        for m, lab in zip(messages, labels):
+            if m["role"] == "user" and task.label_field in lab:
+                pairs.append(([{"role": "user", "content": m["content"]}], lab[task.label_field]))
+    return pairs
+
+
+def split_records(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """Seeded split by conversation, so no conversation is in both halves."""
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    held = max(1, round(len(records) * fraction)) if fraction > 0 else 0
+    return [records[i] for i in order[held:]], [records[i] for i in order[:held]]
+
+
+def mixture(per_task: dict[str, list[Example]], tasks: list[TaskSettings], seed: int) -> list[Example]:
+    """One epoch of the weighted mixture: ``weight`` copies of each task's examples (0.25: a random
+    quarter of them, 1: each once, 2: each twice), shuffled together."""
+    rng = random.Random(seed)
+    epoch: list[Example] = []
+    for task in tasks:
+        pool = per_task[task.name]
+        whole, part = divmod(task.weight, 1.0)
+        epoch += pool * int(whole) + rng.sample(pool, round(part * len(pool)))
+    rng.shuffle(epoch)
+    return epoch
+
+
+@dataclass
+class DataStats:
+    """Counts of the prepared data. The adapter's card.yaml records them under ``data`` with these names."""
+
+    examples: dict[str, int]
+    """Training examples per task, before the mixture's weights."""
+    validation: dict[str, int]
+    """Validation examples per task."""
+    mixture: dict[str, int]
+    """Examples per task in one epoch of the weighted mixture."""
+    tokens: dict[str, float]
+    """Token counts of every example, training and validation (``data.token_stats``)."""
+    train_tokens_per_epoch: int
+    """Tokens in one epoch of the mixture."""
+    answer_tokens_per_epoch: int
+    """Of those, the answer tokens the loss covers."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class PreparedData:
+    train: list[Example]
+    validation: dict[str, list[Example]]
+    test: list[Example]
+    files: dict[str, dict[str, Any]]
+    stats: DataStats
+
+
+def prepare_data(config: TrainConfig, variant: Variant) -> PreparedData:
+    """Reads, checks and renders every task's data. Raises DataError listing every problem at once."""
+    from assistant.generate import Bot
+
+    t = config.training
+    problems: list[str] = []
+    leak_from = eval_questions(config.resolve(t.test_file)) if t.test_file else []
+    per_task_train: dict[str, list[Example]] = {}
+    validation: dict[str, list[Example]] = {}
+    files: dict[str, dict[str, Any]] = {}
+    lengths: list[int] = []
+    for index, task in enumerate(config.tasks):
+        path = config.resolve(task.file)
+        records, read_problems = read_jsonl(path)
+        problems += read_problems
+        problems += check_records(records, need_answer=task.kind == "chat", eval_questions=leak_from)
+        files[str(path)] = {"sha256": file_sha256(path), "rows": len(records)} if path.is_file() else {}
+        if task.kind == "label":
+            labels = sorted({lab[task.label_field] for r in records for lab in r.labels if task.label_field in lab})
+            if not labels:
+                problems.append(f"{path}: no message has the label field {task.label_field!r} (task {task.name})")
+                continue
+        else:
+            labels = []
+        bot = Bot(task_variant(variant, task, labels))
+        if index == 0 and t.validation_file:
+            train_records = records
+            val_records, val_problems = read_jsonl(config.resolve(t.validation_file))
+            problems += val_problems
+        else:
+            train_records, val_records = split_records(records, t.validation_split, t.seed + index)
+        encoded: dict[str, list[Example]] = {"train": [], "validation": []}
+        for part, rows in (("train", train_records), ("validation", val_records)):
+            for record in rows:
+                for history, answer in task_pairs(record, task):
+                    ids, labels_ = bot.encode(history, answer)
+                    if len(ids) > t.max_seq_len:
+                        problems.append(f"{record.where}: {len(ids)} tokens rendered, over training.max_seq_len "
+                                        f"= {t.max_seq_len}")
+                        continue
+                    encoded[part].append(Example(ids, labels_, task.name, record.where))
+                    lengths.append(len(ids))
+        if not encoded["train"]:
+            problems.append(f"{path}: no training examples for task {task.name}")
+        per_task_train[task.name] = encoded["train"]
+        validation[task.name] = encoded["validation"]
+    test: list[Example] = []
+    if t.test_file and not problems:
+        bot = Bot(variant)
+        records, _ = read_jsonl(config.resolve(t.test_file))
+        for record in records:
+            for history, answer in task_pairs(record, TaskSettings(kind="chat")):
+                ids, labels_ = bot.encode(history, answer)
+                test.append(Example(ids[: t.max_seq_len], labels_[: t.max_seq_len], "test", record.where))
+    if problems:
+        raise DataError(format_problems(problems))
+    train = mixture(per_task_train, config.tasks, t.seed)
+    stats = DataStats(
+        examples={name: len(v) for name, v in per_task_train.items()},
+        validation={name: len(v) for name, v in validation.items()},
+        mixture={name: sum(1 for e in train if e.task == name) for name in per_task_train},
+        tokens=token_stats(lengths),
+        train_tokens_per_epoch=sum(len(e.input_ids) for e in train),
+        answer_tokens_per_epoch=sum(sum(1 for x in e.labels if x != IGNORE) for e in train),
+    )
+    return PreparedData(train, validation, test, files, stats)
