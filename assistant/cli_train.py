@@ -119,7 +119,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from assistant.data import check_records, eval_questions, format_problems, read_jsonl, token_stats
+    from assistant.data import (
+        check_records,
+        describe_labels,
+        eval_questions,
+        format_problems,
+        label_counts,
+        read_jsonl,
+        token_stats,
+    )
 
     if args.config:
         return _check_with_config(args)
@@ -148,6 +156,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if problems:
         print(format_problems(problems), file=sys.stderr)
         return 1
+    for field, counts in label_counts(records).items():
+        print("\n".join(describe_labels(field, counts)))
     stats = token_stats([count(r) for r in records])
     print(f"{len(records)} rows, no problems. Tokens per row (base tokenizer, chat template, no prompt "
           f"template): mean {stats['mean']:.0f}, median {stats['median']}, p95 {stats['p95']}, max {stats['max']}, "
@@ -156,6 +166,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _check_with_config(args: argparse.Namespace) -> int:
+    from assistant.data import describe_labels, label_counts, read_jsonl
     from assistant.train import estimate, measure_steps
     from assistant.train_data import prepare_data, serving_variant
 
@@ -175,6 +186,12 @@ def _check_with_config(args: argparse.Namespace) -> int:
     print(f"tokens per example: mean {tokens['mean']:.0f}, median {tokens['median']}, p95 {tokens['p95']}, "
           f"max {tokens['max']}; answer tokens per epoch {stats.answer_tokens_per_epoch} of "
           f"{stats.train_tokens_per_epoch}")
+    for task in config.tasks:
+        if task.kind == "label":
+            counts = label_counts(read_jsonl(config.resolve(task.file))[0], task.label_field)
+            for line in describe_labels(f"task {task.name} ({task.label_field})", counts.get(task.label_field, {})):
+                print(line + (" (balanced in training: balance is on)" if task.balance and line.startswith("  warning")
+                              else ""))
     measured = None if args.no_measure else measure_steps(config, variant, data)
     print("pre-flight: " + estimate(config, data, measured).describe())
     return 0

@@ -260,6 +260,34 @@ def eval_questions(path: Path) -> list[tuple[str, str]]:
     return [(r.where, r.user_texts()[0]) for r in records if r.user_texts()]
 
 
+def label_counts(records: list[Record], field: str | None = None) -> dict[str, dict[str, int]]:
+    """How often each label occurs, per label field of the user messages (only ``field`` when given), most
+    frequent first."""
+    counts: dict[str, dict[str, int]] = {}
+    for record in records:
+        for message, labels in zip(record.messages, record.labels):
+            for name, value in labels.items():
+                if message["role"] == "user" and (field is None or name == field):
+                    counts.setdefault(name, {})[value] = counts.setdefault(name, {}).get(value, 0) + 1
+    return {name: dict(sorted(c.items(), key=lambda kv: -kv[1])) for name, c in counts.items()}
+
+
+def describe_labels(field: str, counts: dict[str, int], ratio: float = 3.0) -> list[str]:
+    """Lines that show a label field's distribution, and a warning when the most frequent label is more than
+    ``ratio`` times as frequent as the least (a classifier then learns to answer the majority label)."""
+    total = sum(counts.values())
+    if not total:
+        return []
+    lines = [f"{field}: " + ", ".join(f"{label} {n} ({n / total:.0%})" for label, n in counts.items())]
+    most, least = max(counts.values()), min(counts.values())
+    if len(counts) > 1 and most > ratio * least:
+        rare = min(counts, key=counts.get)
+        lines.append(f"  warning: imbalanced labels ({rare!r} is {least / total:.0%} of {field}); a classifier trained "
+                     "on this tends to answer the frequent labels. For a label task, `balance: true` in its "
+                     "tasks[] entry resamples the classes to equal counts.")
+    return lines
+
+
 def token_stats(lengths: list[int]) -> dict[str, float]:
     """Count, mean, median, 95th percentile and maximum of a list of token counts."""
     if not lengths:

@@ -14,11 +14,13 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from transformers import Trainer
 from transformers.integrations import TensorBoardCallback
 
 from assistant.config import Variant
@@ -85,6 +87,43 @@ class PadToLongest:
         labels = [r["labels"] + [IGNORE] * (width - len(r["labels"])) for r in rows]
         mask = [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows]
         return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+
+
+def answer_only_loss(model, inputs: dict[str, Any], num_items_in_batch: Any = None) -> tuple[Any, Any]:
+    """The causal LM loss, with logits computed only at the positions that predict a labelled token.
+
+    The model's own loss projects every position onto the whole vocabulary (49k rows for SmolLM2) and only
+    then drops the prompt's positions; for a label task that is about 150 positions computed to use 2. Here
+    the positions where any row of the batch has a label are kept (``logits_to_keep``) and the loss is the
+    same sum of cross-entropies over labelled tokens, divided as the model divides it: by
+    ``num_items_in_batch`` when the Trainer counts it across gradient accumulation, else by the batch's own
+    count. Returns ``(loss, outputs)``; ``outputs.logits`` holds the kept positions only.
+    """
+    import torch
+
+    targets = inputs["labels"][:, 1:]  # the token at t + 1 is predicted at position t
+    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)
+    if keep.numel() == 0:  # no labelled token in the batch: keep one position for a well-formed zero loss
+        keep = torch.zeros(1, dtype=torch.long, device=targets.device)
+    outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), logits_to_keep=keep)
+    logits = outputs.logits.float()
+    kept = targets[:, keep].to(logits.device)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), kept.reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else (kept != IGNORE).sum().clamp(min=1)
+    return loss / count, outputs
+
+
+class AnswerOnlyTrainer(Trainer):
+    """The Trainer with ``answer_only_loss`` (``training.logits: answer``): the same loss, scaled for gradient
+    accumulation and across processes exactly as the model's own loss would be."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        counted = num_items_in_batch if self.model_accepts_loss_kwargs else None  # as the model would get it
+        loss, outputs = answer_only_loss(model, inputs, counted)
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and counted is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return (loss, outputs) if return_outputs else loss
 
 
 
@@ -196,7 +235,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         callbacks: extra Trainer callbacks (the sweep's pruner uses this).
     """
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
     from transformers.trainer_callback import ProgressCallback
 
     destination = config.resolve(config.output_dir) / config.name
@@ -245,6 +284,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         use_cpu=not cuda,
         bf16=cuda and base.dtype == torch.bfloat16,
         remove_unused_columns=False,
+        prediction_loss_only=True,  # validation needs the loss alone, not every logit kept for metrics
         include_num_input_tokens_seen="non_padding",
         train_sampling_strategy="group_by_length",
         disable_tqdm=quiet,
@@ -253,7 +293,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     )
     stopping = [EarlyStopping(t.patience)] if t.patience else []
     validation = {name: ExampleDataset(v) for name, v in data.validation.items() if v}
-    trainer = Trainer(model=model, args=args, train_dataset=ExampleDataset(data.train), eval_dataset=validation,
+    trainer_class = AnswerOnlyTrainer if t.logits == "answer" else Trainer
+    trainer = trainer_class(model=model, args=args, train_dataset=ExampleDataset(data.train), eval_dataset=validation,
                       data_collator=PadToLongest(base.tokenizer.pad_token_id), callbacks=stopping)
     trainer.remove_callback(TensorBoardCallback)
     trainer.add_callback(PortableTensorBoard(work.parent))
@@ -279,6 +320,14 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                                   f"{saved.name if saved else 'none'} saved. Continue with the same command and --resume.")
     after = trainer.evaluate()
     test_after = trainer.evaluate(ExampleDataset(data.test), metric_key_prefix="test") if data.test else {}
+    labels = label_predictions(model, data, config, base.tokenizer)
+    for task, found in labels.items():
+        if found["collapsed"]:
+            n, total = found["predicted"][found["onto"]], sum(found["predicted"].values())
+            print(f"warning: task {task} collapsed: the adapter answers {found['onto']!r} for {n} of {total} "
+                  f"validation examples, where {found['true'].get(found['onto'], 0)} have that label. It has learned "
+                  "the label's frequency, not the task: train longer, lower the learning rate, or set balance: "
+                  "true on the task. The card records this.", file=sys.stderr)
     wall = time.time() - started
     if not main_process:
         return None
@@ -287,12 +336,51 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 
     return write_adapter(
         destination, model=model, base=base, config=config, variant=variant, data=data,
-        history=trainer.state.log_history, metrics={"base": {**before, **test_before}, "adapter": {**after, **test_after}},
+        history=trainer.state.log_history, metrics={"base": {**before, **test_before}, "adapter": {**after, **test_after},
+                                               **({"labels": labels} if labels else {})},
         wall_seconds=wall, steps=trainer.state.global_step, tokens_seen=trainer.state.num_input_tokens_seen,
         tensorboard=work / "tensorboard", best_checkpoint=trainer.state.best_model_checkpoint,
         resumed_from=int(last.name.split("-")[1]) if last else None,
         processes=int(os.environ.get("WORLD_SIZE", "1")),
     )
+
+
+def label_predictions(model, data: PreparedData, config: TrainConfig, tokenizer) -> dict[str, dict[str, Any]]:
+    """For each label task, the validation examples' labels as the model predicts them (of the task's labels,
+    the one whose answer tokens it finds likeliest after the served prompt) against the true ones, and whether
+    the predictions collapsed: 90% or more of them one label that is under 60% of the true labels."""
+    import torch
+
+    def split(example: Example) -> tuple[list[int], tuple[int, ...]]:
+        start = next(i for i, x in enumerate(example.labels) if x != IGNORE)
+        return example.input_ids[:start], tuple(example.input_ids[start:])
+
+    found = {}
+    for task in config.tasks:
+        examples = data.validation.get(task.name) or []
+        if task.kind != "label" or not examples:
+            continue
+        answers = sorted({split(e)[1] for e in data.train if e.task == task.name})
+        name = {a: tokenizer.decode(list(a), skip_special_tokens=True).strip() for a in answers}
+        predicted, true = {}, {}
+        model.eval()
+        with torch.inference_mode():
+            for example in examples:
+                prompt, answer = split(example)
+                rows = [prompt + list(a) for a in answers]
+                width = max(map(len, rows))
+                ids = torch.tensor([r + [0] * (width - len(r)) for r in rows], device=model.device)
+                logprobs = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)
+                scores = [sum(logprobs[i, len(prompt) + j - 1, t].item() for j, t in enumerate(a))
+                          for i, a in enumerate(answers)]
+                guess = name[answers[max(range(len(answers)), key=scores.__getitem__)]]
+                predicted[guess] = predicted.get(guess, 0) + 1
+                label = name.get(answer, tokenizer.decode(list(answer), skip_special_tokens=True).strip())
+                true[label] = true.get(label, 0) + 1
+        top = max(predicted, key=predicted.get)
+        collapsed = predicted[top] >= 0.9 * len(examples) and true.get(top, 0) < 0.6 * len(examples)
+        found[task.name] = {"predicted": predicted, "true": true, "collapsed": collapsed, "onto": top if collapsed else None}
+    return found
 
 
 def _last_checkpoint(folder: Path) -> Path | None:

@@ -35,6 +35,9 @@ class TaskSettings:
     """Prompt template; default: the variant's for 'chat', classify.j2 for 'label'."""
     weight: float = 1.0
     """Copies of this task's examples per epoch of the mixture: 1 each once, 0.25 a random quarter, 2 twice."""
+    balance: bool = False
+    """For 'label' tasks: resample the training examples so every label has as many as the most frequent one
+    (rarer labels' examples repeat, seeded); validation keeps the data's own distribution."""
 
 
 @dataclass
@@ -70,7 +73,14 @@ class TrainingSettings:
     weight_decay: float = 0.0
     """AdamW weight decay on the adapter weights."""
     max_seq_len: int = 1024
-    """Longest example in tokens (rendered prompt + answer); longer ones are a data error."""
+    """Longest example in tokens (rendered prompt + answer); longer ones are refused unless 'truncate' says."""
+    truncate: Literal["refuse", "user_middle", "user_left"] = "refuse"
+    """Examples over max_seq_len: 'refuse' them as a data error (listed with file:line); 'user_middle' cuts
+    the middle out of the user's last message, 'user_left' its beginning, until the example fits. The
+    instruction, the retrieved passages and the answer are never cut; an example that cannot fit is refused."""
+    logits: Literal["answer", "all"] = "answer"
+    """'answer': compute logits only at the positions that predict the answer (the same loss, a fraction of
+    the memory and time on label tasks); 'all': over every position, as the model's own loss does."""
     validation_split: float = 0.1
     """Share of each task's rows held out for validation (when no validation_file)."""
     validation_file: str | None = None

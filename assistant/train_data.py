@@ -15,6 +15,7 @@ from typing import Any
 
 from assistant.artifacts import file_sha256
 from assistant.config import Variant
+from assistant.context import ContextError
 from assistant.data import DataError, Record, check_records, eval_questions, format_problems, read_jsonl, token_stats
 from assistant.generate import IGNORE
 from assistant.train_config import TaskSettings, TrainConfig
@@ -122,6 +123,60 @@ class PreparedData:
     stats: DataStats
 
 
+def fitted(bot, history: list[dict[str, str]], answer: str, limit: int, truncate: str) -> tuple[list, list] | None:
+    """The example's token ids and labels, its last user message cut to fit ``limit`` tokens when ``truncate``
+    is 'user_middle' (keep the beginning and the end, '…' between) or 'user_left' (keep the end). Cuts fall
+    between words; the longest text that fits is found by bisection. Returns the uncut encoding with
+    'refuse', and None when no cut fits, so the caller reports either."""
+    if truncate == "refuse":
+        return bot.encode(history, answer)
+
+    def attempt(conversation: list[dict[str, str]]) -> tuple[list, list] | None:
+        try:
+            encoded = bot.encode(conversation, answer)
+        except ContextError:  # longer than the model's context window: too long as well
+            return None
+        return encoded if len(encoded[0]) <= limit else None
+
+    whole = attempt(history)
+    if whole is not None:
+        return whole
+    words = history[-1]["content"].split()
+
+    def cut(kept: int) -> list[dict[str, str]]:
+        if truncate == "user_left":
+            text = " ".join(words[len(words) - kept:])
+        else:
+            head = (kept + 1) // 2
+            text = " ".join(words[:head] + ["…"] + words[len(words) - (kept - head):])
+        return history[:-1] + [{"role": "user", "content": text}]
+
+    best, low, high = None, 1, len(words) - 1
+    while low <= high:
+        middle = (low + high) // 2
+        encoded = attempt(cut(middle))
+        if encoded is not None:
+            best, low = encoded, middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def balanced(examples: list[Example], labels: list[str], seed: int) -> list[Example]:
+    """Every label's examples, repeated (in a seeded random order) up to the most frequent label's count."""
+    by_label: dict[str, list[Example]] = {}
+    for example, label in zip(examples, labels):
+        by_label.setdefault(label, []).append(example)
+    most = max((len(group) for group in by_label.values()), default=0)
+    rng = random.Random(seed)
+    out = []
+    for label in sorted(by_label):
+        group = by_label[label]
+        extra = [group[i % len(group)] for i in rng.sample(range(most), most - len(group))] if len(group) < most else []
+        out += group + extra
+    return out
+
+
 def prepare_data(config: TrainConfig, variant: Variant) -> PreparedData:
     """Reads, checks and renders every task's data. Raises DataError listing every problem at once."""
     from assistant.generate import Bot
@@ -154,16 +209,28 @@ def prepare_data(config: TrainConfig, variant: Variant) -> PreparedData:
         else:
             train_records, val_records = split_records(records, t.validation_split, t.seed + index)
         encoded: dict[str, list[Example]] = {"train": [], "validation": []}
+        answers: list[str] = []  # the training examples' answers: for a label task, their labels
         for part, rows in (("train", train_records), ("validation", val_records)):
             for record in rows:
                 for history, answer in task_pairs(record, task):
-                    ids, labels_ = bot.encode(history, answer)
+                    fit = fitted(bot, history, answer, t.max_seq_len, t.truncate)
+                    if fit is None:
+                        problems.append(f"{record.where}: over training.max_seq_len = {t.max_seq_len} even with "
+                                        f"the user's message cut ({t.truncate})")
+                        continue
+                    ids, labels_ = fit
                     if len(ids) > t.max_seq_len:
                         problems.append(f"{record.where}: {len(ids)} tokens rendered, over training.max_seq_len "
-                                        f"= {t.max_seq_len}")
+                                        f"= {t.max_seq_len}" + ("" if t.truncate != "refuse" else
+                                        " (training.truncate: user_middle or user_left cuts the user's message "
+                                        "to fit)"))
                         continue
                     encoded[part].append(Example(ids, labels_, task.name, record.where))
                     lengths.append(len(ids))
+                    if part == "train":
+                        answers.append(answer)
+        if task.kind == "label" and task.balance:
+            encoded["train"] = balanced(encoded["train"], answers, t.seed + index)
         if not encoded["train"]:
             problems.append(f"{path}: no training examples for task {task.name}")
         per_task_train[task.name] = encoded["train"]

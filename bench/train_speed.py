@@ -8,7 +8,10 @@ examples, rendered exactly as ``assistant train`` renders them, with the transfo
 * ours: each batch padded to its own longest example (``PadToLongest``) and batches drawn from
   examples of similar length (``train_sampling_strategy="group_by_length"``), as ``assistant train`` does;
 * tutorial: every example tokenized with ``padding="max_length"`` to ``training.max_seq_len`` and
-  batched by ``default_data_collator`` in random order.
+  batched by ``default_data_collator`` in random order;
+* all-logits (``--recipes ours,all-logits``): ours, but with the model's own loss, which computes logits
+  over the whole vocabulary at every position, as ``training.logits: all`` does; ours computes them only
+  where the answer is predicted (``training.logits: answer``, the default).
 
 The two alternate (ours, tutorial, ours, tutorial, ...) within one command so that a slow phase of a noisy
 machine does not land on one of them. Each run trains in a fresh child process, so that memory the
@@ -34,7 +37,7 @@ import torch
 from transformers import Trainer, TrainingArguments, default_data_collator
 from transformers.utils import logging as hf_logging
 
-from assistant.train import ExampleDataset, PadToLongest, build_model
+from assistant.train import AnswerOnlyTrainer, ExampleDataset, PadToLongest, build_model
 from assistant.train_config import load_train_config
 from assistant.train_data import prepare_data, serving_variant
 
@@ -75,7 +78,7 @@ def run(recipe: str, config, variant, examples, steps: int) -> dict:
     t = config.training
     base, model = build_model(config, variant)
     pad = base.tokenizer.pad_token_id
-    if recipe == "ours":
+    if recipe in ("ours", "all-logits"):
         dataset, collator, sampling = ExampleDataset(examples), PadToLongest(pad), "group_by_length"
     else:
         dataset, collator, sampling = FixedLengthDataset(examples, t.max_seq_len, pad), default_data_collator, "random"
@@ -86,7 +89,8 @@ def run(recipe: str, config, variant, examples, steps: int) -> dict:
         use_cpu=not base.device.startswith("cuda"), seed=t.seed, data_seed=t.seed, remove_unused_columns=False,
         include_num_input_tokens_seen="all", train_sampling_strategy=sampling, disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    trainer_class = AnswerOnlyTrainer if recipe == "ours" else Trainer
+    trainer = trainer_class(model=model, args=args, train_dataset=dataset, data_collator=collator)
     real_tokens = [0]
     original = trainer.training_step
 
@@ -113,7 +117,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each recipe, alternating (default 2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training setting, e.g. training.batch_size=4 (repeatable)")
-    parser.add_argument("--child", choices=["ours", "tutorial"], help=argparse.SUPPRESS)
+    parser.add_argument("--recipes", default="ours,tutorial",
+                        help="the two recipes to compare: ours,tutorial (default) or ours,all-logits")
+    parser.add_argument("--child", choices=["ours", "tutorial", "all-logits"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -132,9 +138,10 @@ def main() -> None:
           f"batch {t.batch_size} x {t.grad_accum}, {args.steps} steps, {per_run} examples "
           f"(mean {statistics.mean(len(e.input_ids) for e in examples):.0f} tokens), max_length {t.max_seq_len}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    results: dict[str, list[dict]] = {"ours": [], "tutorial": []}
+    recipes = args.recipes.split(",")
+    results: dict[str, list[dict]] = {recipe: [] for recipe in recipes}
     for repeat in range(args.repeats):
-        for recipe in ("ours", "tutorial"):
+        for recipe in recipes:
             command = [sys.executable, __file__, "--child", recipe, "--config", args.config, "--steps", str(args.steps)]
             command += [f"--set={o}" for o in args.overrides]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -148,14 +155,15 @@ def main() -> None:
 
     print("\n| recipe | wall s (median) | real tokens/s | all tokens/s (with padding) | peak RSS GiB |")
     print("|---|---:|---:|---:|---:|")
-    for recipe in ("ours", "tutorial"):
+    for recipe in recipes:
         print(f"| {recipe} | {median(recipe, lambda r: r['seconds']):.1f} "
               f"| {median(recipe, lambda r: r['real_tokens'] / r['seconds']):.1f} "
               f"| {median(recipe, lambda r: r['all_tokens'] / r['seconds']):.1f} "
               f"| {median(recipe, lambda r: r['peak_rss'] / 2**30):.2f} |")
-    speedup = median("tutorial", lambda r: r["seconds"]) / median("ours", lambda r: r["seconds"])
-    memory = median("tutorial", lambda r: r["peak_rss"]) / median("ours", lambda r: r["peak_rss"])
-    print(f"\nsame examples and steps: ours is {speedup:.2f}x faster, tutorial peak memory {memory:.2f}x ours")
+    ours, other = recipes
+    speedup = median(other, lambda r: r["seconds"]) / median(ours, lambda r: r["seconds"])
+    memory = median(other, lambda r: r["peak_rss"]) / median(ours, lambda r: r["peak_rss"])
+    print(f"\nsame examples and steps: {ours} is {speedup:.2f}x faster, {other} peak memory {memory:.2f}x {ours}'s")
 
 
 if __name__ == "__main__":

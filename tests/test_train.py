@@ -147,6 +147,9 @@ def test_train_changes_only_lora_weights_and_writes_a_complete_adapter(workspace
     for split in ("base", "adapter"):
         assert {"eval_support_loss", "eval_intent_loss", "test_loss"} <= set(card["metrics"][split])
     assert card["metrics"]["adapter"]["eval_support_loss"] < card["metrics"]["base"]["eval_support_loss"]
+    intent = card["metrics"]["labels"]["intent"]  # validation labels as the adapter predicts them, recorded
+    assert sum(intent["predicted"].values()) == sum(intent["true"].values()) == 12
+    assert set(intent["true"]) == set(INTENTS) and set(intent["predicted"]) <= set(INTENTS)
     assert "torch" in card["packages"] and card["training"]["wall_seconds"] > 0
     losses = (folder / "loss.csv").read_text().splitlines()
     assert losses[0].startswith("step,") and "eval_support_loss" in losses[0] and len(losses) > 2
@@ -443,3 +446,121 @@ def test_checkpoints_are_also_saved_on_a_time_interval(monkeypatch):
     callback.on_step_end(None, state, control)
     assert not control.should_save  # counted from the last save
     assert not training.Checkpointing(minutes=0).seconds  # 0 turns the interval off
+
+
+def test_answer_only_loss_equals_the_models_own_loss_and_gradients(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from assistant.generate import IGNORE
+    from assistant.train import answer_only_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    ids = torch.randint(3, model.config.vocab_size, (3, 12))
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 9:] = ids[0, 9:]  # answers of different lengths at different places, as after padding
+    labels[1, 4:7] = ids[1, 4:7]
+    labels[2, 11:] = ids[2, 11:]
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    for counted in (None, 17):  # the batch's own count, or the Trainer's count over gradient accumulation
+        extra = {} if counted is None else {"num_items_in_batch": counted}
+        model.zero_grad()
+        full = model(**inputs, **extra).loss
+        full.backward()
+        expected = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        mine, outputs = answer_only_loss(model, inputs, counted)
+        mine.backward()
+        assert torch.allclose(mine, full, atol=1e-6)
+        assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.parameters(), expected))
+        assert outputs.logits.shape[1] == 6  # positions 3..5, 8..10 predict labelled tokens: not all 11
+
+
+def test_over_length_examples_are_refused_or_cut_in_the_users_message(workspace):
+    from assistant.generate import IGNORE
+    from assistant.train_data import fitted, serving_variant
+
+    bot = Bot(serving_variant(load_train_config(workspace / "train.yaml")))
+    words = [f"w{i}" for i in range(60)]
+    history = [{"role": "user", "content": " ".join(words)}]
+    ids, whole = bot.encode(history, "Refunds take 5 days.")
+    answer_tokens = sum(x != IGNORE for x in whole)
+    limit = len(ids) - 60
+    assert len(fitted(bot, history, "Refunds take 5 days.", limit, "refuse")[0]) == len(ids)
+    assert fitted(bot, history, "Refunds take 5 days.", 10, "user_left") is None  # nothing short enough fits
+    too_long = [{"role": "user", "content": " ".join(f"x{i}" for i in range(400))}]  # over the context window
+    assert len(fitted(bot, too_long, "Refunds take 5 days.", limit, "user_left")[0]) <= limit
+    for mode in ("user_left", "user_middle"):
+        cut, labels = fitted(bot, history, "Refunds take 5 days.", limit, mode)
+        assert limit - 8 <= len(cut) <= limit  # the longest cut that fits, to within a word
+        text = bot.tokenizer.decode(cut)
+        assert "Refunds take 5 days." in text and "w59" in text  # the answer and the message's end stay
+        assert ("w0 " in text) == (mode == "user_middle") and ("…" in text) == (mode == "user_middle")
+        assert sum(x != IGNORE for x in labels) == answer_tokens  # the answer is learned whole
+    with pytest.raises(Exception, match="training.truncate: user_middle or user_left"):
+        from assistant.train_data import prepare_data
+
+        config = load_train_config(workspace / "train.yaml", ["training.max_seq_len=40"])
+        prepare_data(config, serving_variant(config))
+
+
+def test_balance_repeats_rarer_labels_up_to_the_most_frequent():
+    from assistant.data import describe_labels
+    from assistant.train_data import Example, balanced
+
+    labels = ["neutral"] * 2 + ["positive"] * 7 + ["negative"] * 4
+    examples = [Example([i], [i], "sentiment", f"f:{i}") for i in range(len(labels))]
+    out = balanced(examples, labels, seed=0)
+    by_label = {label: [e for e in out if labels[e.input_ids[0]] == label] for label in set(labels)}
+    assert {label: len(group) for label, group in by_label.items()} == {"neutral": 7, "positive": 7, "negative": 7}
+    assert {e.input_ids[0] for e in out} == set(range(len(labels)))  # every original example is kept
+    assert balanced(examples, labels, seed=0) == out  # seeded
+
+    lines = describe_labels("sentiment", {"positive": 7, "negative": 4, "neutral": 2})
+    assert lines[0] == "sentiment: positive 7 (54%), negative 4 (31%), neutral 2 (15%)"
+    assert "imbalanced" in lines[1] and "'neutral'" in lines[1] and "balance: true" in lines[1]
+    assert len(describe_labels("intent", {"a": 5, "b": 4, "c": 3})) == 1  # within 3x: no warning
+
+
+def test_a_run_whose_predictions_collapse_onto_one_label_says_so():
+    from types import SimpleNamespace
+
+    import torch
+
+    from assistant.generate import IGNORE
+    from assistant.train import label_predictions
+    from assistant.train_config import TaskSettings, TrainConfig
+    from assistant.train_data import Example, PreparedData
+
+    names = {5: "negative", 6: "neutral", 7: "positive"}
+
+    def example(label_token: int) -> Example:  # a 3-token prompt, then the label's one token and end of turn
+        return Example([1, 2, 3, label_token, 9], [IGNORE] * 3 + [label_token, 9], "sentiment", "f:1")
+
+    class Model:  # finds one label likeliest whatever the prompt: a collapsed classifier
+        device = "cpu"
+
+        def __init__(self, favourite: int):
+            self.favourite = favourite
+
+        def eval(self):
+            return self
+
+        def __call__(self, input_ids):
+            logits = torch.zeros(*input_ids.shape, 10)
+            logits[..., self.favourite] = 5.0
+            return SimpleNamespace(logits=logits)
+
+    tokenizer = SimpleNamespace(decode=lambda ids, skip_special_tokens: names.get(ids[0], "?"))
+    config = TrainConfig(tasks=[TaskSettings(name="sentiment", kind="label")])
+    validation = [example(t) for t in [5] * 4 + [6] * 1 + [7] * 5]
+    data = PreparedData([example(t) for t in (5, 6, 7)], {"sentiment": validation}, [], {}, None)
+    found = label_predictions(Model(6), data, config, tokenizer)["sentiment"]
+    assert found == {"predicted": {"neutral": 10}, "true": {"negative": 4, "neutral": 1, "positive": 5},
+                     "collapsed": True, "onto": "neutral"}
+    mostly_positive = PreparedData(data.train, {"sentiment": [example(t) for t in [5, 6, 7] + [7] * 7]}, [], {}, None)
+    found = label_predictions(Model(7), mostly_positive, config, tokenizer)["sentiment"]
+    assert found["predicted"] == {"positive": 10} and not found["collapsed"]  # 80% of the labels are positive
