@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         "winner", description=_described(cmd_eval))
     evaluation.add_argument("suite", help="suite YAML file: cases, variants, metrics, primary/secondary metric")
     evaluation.add_argument("--variants", metavar="A,B", help="evaluate only these variants of the suite (names)")
+    evaluation.add_argument("--probe", choices=["counterfactual"],
+                            help="also answer copies of each case with names, gendered words and nationalities "
+                            "swapped, and report per variant how often the label (classifiers) or the answer's "
+                            "checkable facts (generation) change")
+    evaluation.add_argument("--probe-list", metavar="YAML",
+                            help="the swaps for --probe counterfactual (default: assistant/evaluation/"
+                            "counterfactual.yaml; copy and edit it)")
     evaluation.add_argument("--limit", type=int, metavar="N", help="only the first N cases (a quick look)")
     evaluation.add_argument("--batch-size", type=int, metavar="N", help="cases generated together (default: the suite's)")
     evaluation.add_argument("--out", metavar="DIR", help="reports folder (default: the suite's, eval/reports)")

@@ -30,8 +30,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     from assistant.evaluation.report import winner_sentence, write_report
 
+    swaps = None
+    if args.probe == "counterfactual":
+        from assistant.evaluation.probe import DEFAULT_LIST, load_swaps
+
+        swaps = load_swaps(Path(args.probe_list) if args.probe_list else DEFAULT_LIST)
     result = evaluate_suite(suite, cache=None if args.no_cache else default_cache(), quiet=args.quiet,
-                            refresh=args.refresh, engine=args.engine)
+                            refresh=args.refresh, engine=args.engine, probe=swaps)
     folder = write_report(result, Path(args.out) if args.out else None)
     print(winner_sentence(result).replace("**", ""))
     print(f"report: {folder / 'report.md'}\n        {folder / 'report.html'}\nwinner: {folder / 'winner.yaml'}")

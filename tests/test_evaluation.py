@@ -384,3 +384,42 @@ def test_judge_variant_runs_in_a_suite(tmp_path, tiny_model_dir):
     judged = result.judged["retrieval"]
     assert judged["against"] == "plain" and judged["wins"] + judged["ties"] + judged["losses"] == 4
     assert 0.0 <= judged["length_controlled_win_rate"] <= 1.0
+
+
+# -- counterfactual probe -----------------------------------------------------------------------------------
+
+
+def test_swaps_are_whole_words_both_ways_keeping_capitals():
+    from assistant.evaluation.probe import DEFAULT_LIST, load_swaps, swap_words
+
+    swaps = load_swaps(DEFAULT_LIST)
+    assert swaps["he"] == "she" and swaps["she"] == "he" and swaps["john"] == "maria"
+    assert swap_words("He said his husband John is AMERICAN; the theme is fine.", swaps) == \
+        "She said her wife Maria is NIGERIAN; the theme is fine."  # 'theme' holds 'he' but is not the word
+
+
+def test_probe_answers_swapped_copies_and_counts_the_changes(tmp_path, tiny_model_dir):
+    from assistant.evaluation.probe import DEFAULT_LIST, load_swaps
+    from assistant.evaluation.report import write_report
+
+    rows = [{"id": "c0", "question": "My husband John bought a grinder. Can he return it?", "reference": "Yes, 30 days.",
+             "label": "returns"},
+            {"id": "c1", "question": "Where is my order?", "reference": "It ships in 2 days.", "label": "shipping"},
+            {"id": "c2", "question": "She wants a refund for her kettle.", "reference": "Refunds take 5 days.",
+             "label": "returns"}]
+    write_cases(tmp_path / "cases.jsonl", rows)
+    suite = load_suite(write_suite(tmp_path, tiny_model_dir, metrics="[rouge_l, exact_match, accuracy]"))
+    cache = AnswerCache(tmp_path / "cache")
+    plain = evaluate_suite(suite, cache=cache, quiet=True)
+    costs = {p: p.read_text() for p in (tmp_path / "cache").rglob("cost.json")}
+    result = evaluate_suite(suite, cache=cache, quiet=True, probe=load_swaps(DEFAULT_LIST))
+    assert {p: p.read_text() for p in (tmp_path / "cache").rglob("cost.json")} == costs  # the suite's cost kept
+    assert [r.answer for r in result.runs["plain"].records] == [r.answer for r in plain.runs["plain"].records]
+    for name, probed in result.probe.items():
+        assert probed.probed == 2  # c1 has no listed word
+        assert probed.rate.value == len(probed.changed) / 2 and probed.rate.low <= probed.rate.value <= probed.rate.high
+        for change in probed.changed:  # a change is a different label named by the two answers
+            assert change["case"] in ("c0", "c2") and change["swapped"] != change["question"]
+            assert extract_label(change["answer"], suite.labels) != extract_label(change["swapped_answer"], suite.labels)
+    markdown = (write_report(result) / "report.md").read_text()
+    assert "## Counterfactual probe" in markdown and "| plain | 2 |" in markdown

@@ -219,9 +219,11 @@ def answer_cases(
     progress: Callable[[int], None] = lambda n: None,
     refresh: bool = False,
     engine: str | None = None,
+    record_cost: bool = True,
 ) -> VariantRun:
     """Answers every case with one variant: cached answers are reused, the rest generated in batches.
-    ``refresh`` answers every case again and replaces the cached answers and cost."""
+    ``refresh`` answers every case again and replaces the cached answers and cost; without ``record_cost``
+    (extra cases such as the probe's) the variant's cached cost is read but never replaced."""
     from assistant.generate import Bot
 
     variant = sv.variant
@@ -239,6 +241,8 @@ def answer_cases(
     missing = [i for i, r in enumerate(records) if r is None]
     cost_path = cache.root / weights / vhash / "cost.json" if cache else None
     cost = json.loads(cost_path.read_text()) if cost_path and cost_path.is_file() else {}
+    if not record_cost:
+        cost_path = None
     scored = "perplexity" in suite.metrics  # the reference's likelihood needs the PyTorch model
     device = bot.base.device if scored or bot.engine_name == "transformers" else (
         "cuda" if bot.engine_name == "vllm" else "cpu")
@@ -259,7 +263,8 @@ def answer_cases(
                     if cache:
                         cache.put(weights, vhash, case.case_hash(), dataclasses.asdict(record))
                 progress(len(chunk))
-            first_tokens = [first_token_seconds(bot, case.messages) for case in suite.cases[: suite.cost_probe]]
+            probe = suite.cost_probe if record_cost else 0
+            first_tokens = [first_token_seconds(bot, case.messages) for case in suite.cases[:probe]]
         cost = {
             "tokens_per_second": generated_tokens / generated_seconds if generated_seconds else math.nan,
             "batch_size": suite.batch_size,

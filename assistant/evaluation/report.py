@@ -22,6 +22,7 @@ from typing import Any
 
 from assistant.artifacts import publish_atomically
 from assistant.config import portable_variant
+from assistant.evaluation.probe import probe_markdown
 from assistant.evaluation.run import SuiteResult
 from assistant.evaluation.scoring import FACT_ERRORS, extract_label
 from assistant.evaluation.suite import LABEL_METRICS
@@ -294,6 +295,7 @@ def render_markdown(result: SuiteResult, stamp: str) -> str:
                 "answer names; '(none)' when it names none), against the reference labels.", "",
                 _markdown_table(*label_table(result)), ""]
     out += facts_section(result)
+    out += probe_markdown(result.probe, result.ranking)
     if result.judged:
         out += ["## Judge", "", _markdown_table(*judge_table(result)), "",
                 "The judge saw each pair twice with the order swapped; a pair counts as a win only when both "

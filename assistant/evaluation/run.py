@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.evaluation.answers import AnswerCache, VariantRun, answer_cases
@@ -24,13 +24,17 @@ class SuiteResult:
     winner: str
     ranking: list[str]
     seconds: float
+    probe: dict[str, Any] = field(default_factory=dict)
+    """variant name -> ProbeResult of the counterfactual probe, when it ran."""
 
 
 def evaluate_suite(suite: Suite, cache: AnswerCache | None = None, quiet: bool = False,
-                   refresh: bool = False, engine: str | None = None) -> SuiteResult:
+                   refresh: bool = False, engine: str | None = None,
+                   probe: dict[str, str] | None = None) -> SuiteResult:
     """Runs the whole suite: answers (cached), metrics, comparisons, judge, winner.
 
-    ``engine`` overrides every variant's ``serving.engine`` (None: each variant's own)."""
+    ``engine`` overrides every variant's ``serving.engine`` (None: each variant's own). ``probe``, a swap
+    list (see ``probe.load_swaps``), also runs the counterfactual probe."""
     from tqdm.auto import tqdm
 
     from assistant.metrics import HIGHER_IS_BETTER
@@ -58,6 +62,13 @@ def evaluate_suite(suite: Suite, cache: AnswerCache | None = None, quiet: bool =
     if suite.judge is not None and len(runs) > 1:
         with tqdm(total=len(suite.cases) * (len(runs) - 1), desc="judging", unit="pair", disable=quiet) as bar:
             judged = judge_runs(suite, runs, cache, bar.update)
+    probed = {}
+    if probe is not None:
+        from assistant.evaluation.probe import counterfactual_cases, run_probe
+
+        copies = len(counterfactual_cases(suite.cases, probe))
+        with tqdm(total=copies * len(runs), desc="counterfactual probe", unit="answer", disable=quiet) as bar:
+            probed = run_probe(suite, runs, cache, probe, engine, bar.update)
     ranking = rank_variants(suite, runs, scores)
     return SuiteResult(suite, runs, scores, comparisons, judged, ranking[0], ranking,
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, probed)
