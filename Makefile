@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 7860
 
-.PHONY: demo test setup browser bench clean eval-support eval-sentiment
+.PHONY: demo test setup browser bench clean eval-support eval-sentiment eval-questions
 
 setup: $(STAMP)
 
@@ -44,6 +44,13 @@ eval-support: setup
 eval-sentiment: setup data-sentiment
 	$(VENV)/bin/assistant eval eval/suites/sentiment.yaml
 
+# From the raw data to a report on a new domain with the CLI alone (bench/questions_end_to_end.sh times it).
+eval-questions: setup data-questions adapters/questions-lora/variant.yaml
+	$(VENV)/bin/assistant eval eval/suites/questions.yaml
+
+adapters/questions-lora/variant.yaml: data/questions/eval.jsonl configs/questions-train.yaml | setup
+	$(VENV)/bin/assistant train configs/questions-train.yaml --overwrite
+
 # The sentiment demo domain, built from third-party data that is fetched, never committed. Built only when
 # missing (or when the script changes); setup is order-only, so reinstalling does not rebuild the data.
 .PHONY: data-sentiment
@@ -51,6 +58,13 @@ data-sentiment: data/sentiment/eval.jsonl
 
 data/sentiment/eval.jsonl: scripts/fetch_sentiment.py | setup
 	$(PY) scripts/fetch_sentiment.py
+
+# The question-routing demo domain, built the same way from the TREC questions (data/questions/README.md).
+.PHONY: data-questions
+data-questions: data/questions/eval.jsonl
+
+data/questions/eval.jsonl: scripts/fetch_questions.py | setup
+	$(PY) scripts/fetch_questions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

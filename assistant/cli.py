@@ -14,7 +14,7 @@ import os
 import sys
 import textwrap
 
-from assistant.cli_eval import cmd_eval, cmd_feedback_export, cmd_feedback_leaderboard
+from assistant.cli_eval import cmd_eval, cmd_feedback_export, cmd_feedback_leaderboard, cmd_feedback_sample
 from assistant.cli_train import add_dpo_shortcuts, cmd_data_check, cmd_sweep, cmd_train
 from assistant.cli_variant import cmd_chat, cmd_export, cmd_info, cmd_render, cmd_serve, cmd_variant
 from assistant.config import ENGINES
@@ -208,6 +208,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--data", default="feedback", help="the app's --data folder (default feedback)")
     export.add_argument("--out", default="feedback/pairs.jsonl", help="output JSONL (default feedback/pairs.jsonl)")
     export.set_defaults(run=cmd_feedback_export)
+    sample = feedback_verbs.add_parser(
+        "sample", help="preference pairs without voters: sample answers, rank them by the fact metrics",
+        description=_wrapped(_described(cmd_feedback_sample)))
+    sample.add_argument("--variant", required=True,
+                        help="variant file or adapter folder that answers (usually the SFT adapter DPO starts from)")
+    sample.add_argument("--data", required=True, help="chat JSONL whose assistant turns are the reference answers")
+    sample.add_argument("--samples", type=int, default=4, help="answers sampled per question (default 4)")
+    sample.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
+    sample.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the first sample; sample k uses seed + k")
+    sample.add_argument("--limit", type=int, help="sample only this many questions (a seeded random subset)")
+    sample.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
+    sample.add_argument("--out", default="feedback/sampled-pairs.jsonl",
+                        help="output JSONL (default feedback/sampled-pairs.jsonl)")
+    sample.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of the variant (repeatable)")
+    sample.set_defaults(run=cmd_feedback_sample)
     board = feedback_verbs.add_parser("leaderboard", help="Bradley-Terry ratings from the arena votes",
                                       description="Print the leaderboard the app shows, with vote counts.")
     board.add_argument("--data", default="feedback", help="the app's --data folder (default feedback)")

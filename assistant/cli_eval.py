@@ -66,6 +66,44 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feedback_sample(args: argparse.Namespace) -> int:
+    """Preference pairs without voters. The variant (usually the SFT adapter that DPO will start from)
+    answers every assistant turn of --data --samples times, each time with another seed. Each answer is
+    scored with the fact metrics: reference facts stated, minus those contradicted, minus facts that neither
+    the prompt (instructions, retrieved passages, history) nor the reference supports. The best and the worst
+    answer of a question become a pair; a question whose answers all score the same gives none. The pairs
+    (with their scores in 'provenance') feed `assistant train --method dpo --pairs FILE`."""
+    from assistant.artifacts import write_jsonl
+    from assistant.preference import sample_pairs
+    from assistant.variants import load_variant
+
+    variant = load_variant(args.variant, args.overrides)
+    if args.samples < 2:
+        raise ConfigError("--samples: at least 2 answers per question are needed to make a pair")
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="question", desc="sampling", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    pairs, report = sample_pairs(variant, Path(args.data), args.samples, args.temperature, args.top_p, args.seed,
+                                 args.limit, args.engine, progress)
+    if bar is not None:
+        bar.close()
+    out = write_jsonl(Path(args.out), pairs)
+    print(f"{report.questions} questions, {report.answers} answers: {report.pairs} pairs, {report.ties} questions "
+          "whose answers the fact metrics could not separate")
+    if pairs:
+        chosen, rejected = (sum(s) / len(s) for s in (report.chosen_scores, report.rejected_scores))
+        print(f"mean fact score: chosen {chosen:+.2f}, rejected {rejected:+.2f}")
+    print(f"written to {out}")
+    return 0
+
+
 def cmd_feedback_leaderboard(args: argparse.Namespace) -> int:
     from assistant.feedback import leaderboard
 

@@ -108,8 +108,9 @@ def train_dpo(settings: DpoSettings, overwrite: bool = False, quiet: bool = Fals
     rows = render_pairs(variant, pairs)
 
     m = variant.model
-    base = load_base(m.base, m.quantization, m.dtype, m.device, m.trust_remote_code)
-    if m.quantization == "nf4":
+    quantization = settings.quantization or m.quantization
+    base = load_base(m.base, quantization, m.dtype, m.device, m.trust_remote_code)
+    if quantization == "nf4":
         disable_cpu_4bit_repacking(base.model)
     base.model.config.use_cache = False
     torch.manual_seed(settings.seed)

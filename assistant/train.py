@@ -54,7 +54,10 @@ def build_model(config: TrainConfig, variant: Variant):
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=config.lora.target_modules, layers_to_transform=layers, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
-    model.enable_input_require_grads()
+    if config.training.gradient_checkpointing:
+        # Non-reentrant checkpointing recomputes a layer from its saved input; the frozen layers below the
+        # first adapter need no gradient, so autograd's graph (and the activations it keeps) starts there.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return base, model
 

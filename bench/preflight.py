@@ -5,8 +5,8 @@ predicts.
 
 1. ``assistant data check --config CONFIG`` in a child process, timed: it renders the data and times two
    real training steps; its estimate of minutes and peak memory is read from its output.
-2. ``assistant train CONFIG`` in a child process, into a temporary folder (the committed adapter is not
-   touched), timed from start to exit, with the child's peak resident memory (VmHWM, read every 0.5 s).
+2. ``assistant train CONFIG`` in a child process, into a temporary folder (the adapter folder the config
+   names is not touched, unless ``--keep`` moves the result there, replacing it), timed from start to exit, with the child's peak resident memory (VmHWM, read every 0.5 s).
 
 Reported: the pre-flight's own seconds, estimated against real minutes (the ratio), and estimated against
 real peak memory. The training's wall time includes loading the model and the evaluations before and after,
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,8 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a training setting for both runs (repeatable)")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--keep", action="store_true",
+                        help="move the trained adapter into the config's output_dir afterwards, replacing one there")
     args = parser.parse_args()
     assistant = str(Path(sys.executable).parent / "assistant")
     overrides = [f"--set={o}" for o in args.overrides]
@@ -70,7 +73,17 @@ def main() -> int:
         card = (Path(tmp) / "adapters").glob("*/card.yaml")
         import yaml
 
-        trained = yaml.safe_load(next(card).read_text())["training"]
+        folder = next(card).parent
+        trained = yaml.safe_load((folder / "card.yaml").read_text())["training"]
+        if args.keep:
+            from assistant.artifacts import publish_atomically
+            from assistant.train_config import load_train_config
+
+            config = load_train_config(args.config, args.overrides)
+            target = config.resolve(config.output_dir) / folder.name
+            publish_atomically(target, lambda staging: shutil.copytree(folder, staging, dirs_exist_ok=True),
+                               replace=True)
+            print(f"adapter kept: {target}")
     real_minutes = train_seconds / 60
     result = {
         "config": args.config, "overrides": args.overrides, "cpus": os.cpu_count(),

