@@ -145,7 +145,7 @@ def train_dpo(settings: DpoSettings, overwrite: bool = False, quiet: bool = Fals
         "method": "dpo",
         "start_from": os.path.relpath(start, destination),
         "pairs": {"file": os.path.relpath(settings.resolve(settings.pairs), destination), "count": len(rows)},
-        "settings": settings.hyperparameters(),
+        "settings": {**settings.hyperparameters(), "quantization": quantization},  # the base actually used
         "steps": trainer.state.global_step,
         "seconds": round(seconds, 1),
         "first": _metrics(history[0]) if history else {},

@@ -116,7 +116,7 @@ def test_dpo_moves_the_policy_towards_chosen_answers_and_is_a_variant(sft_adapte
 
     card = yaml.safe_load((folder / "card.yaml").read_text())
     assert card["method"] == "dpo" and card["pairs"]["count"] == 4 and card["steps"] == 12
-    assert card["settings"] == {"beta": 0.1, "epochs": 1.0, "max_steps": 12, "batch_size": 4, "grad_accum": 1,
+    assert card["settings"] == {"quantization": "none", "beta": 0.1, "epochs": 1.0, "max_steps": 12, "batch_size": 4, "grad_accum": 1,
                                 "learning_rate": 5e-3, "max_length": 1024, "seed": 0}  # no paths, no root
 
     tuned = load_variant(folder / "variant.yaml")  # a variant like any other
