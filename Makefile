@@ -28,7 +28,7 @@ demo: setup
 	GRADIO_ANALYTICS_ENABLED=False $(PY) app.py --port $(PORT)
 
 # pytest exits 5 when it collected no test; a suite that runs nothing proves nothing, so that fails too.
-test: setup browser data-sentiment
+test: setup browser data-sentiment data-questions
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 

@@ -137,8 +137,23 @@ class Variant(FileSettings):
         Files a setting points to (documents, adapter weights, few-shot examples, the template) count by
         their content, not by how their path is spelled: the same variant written relative to another
         folder (a report's winner.yaml, an adapter's variant.yaml) keeps its hash, and editing a document
-        or retraining an adapter changes it.
+        or retraining an adapter changes it. How answers are generated (the engine) is not part of it.
         """
+        canonical = json.dumps(self._hashed_settings(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def hash_parts(self) -> dict[str, str]:
+        """What the hash is made of, one short digest per part, so that a changed hash can say what changed:
+        'settings' (every plain setting), 'template', 'documents', 'few_shot' and 'weights' (the adapter)."""
+        data = self._hashed_settings()
+        m, p, c = data["model"], data["prompt"], data["context"]
+        parts = {"template": p.pop("template"), "documents": c.pop("documents") or "none",
+                 "few_shot": p.pop("few_shot") or "none", "weights": m.pop("adapter") or "none"}
+        settings = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return {"settings": hashlib.sha256(settings.encode()).hexdigest()[:12], **parts}
+
+    def _hashed_settings(self) -> dict[str, Any]:
+        """The settings the hash covers, with every file replaced by its content fingerprint."""
         data = self.to_dict()
         data.pop("name")
         data.pop("serving")  # how answers are generated, not what the model is asked
@@ -150,8 +165,7 @@ class Variant(FileSettings):
         if c["documents"]:
             c["documents"] = fingerprint(self.resolve(c["documents"]))
         p["template"] = _template_identity(self)
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return data
 
     def to_yaml(self) -> str:
         import yaml

@@ -6,7 +6,7 @@ alike and reports problems alike:
 - nothing: the defaults;
 - a variant YAML file (``configs/tidewater.yaml``);
 - an evaluation's ``winner.yaml``: the variant it names, whose hash must still equal the evaluated one
-  unless overrides change it on purpose;
+  unless overrides change it on purpose (``read_winner`` reads the file, older layouts included);
 - an adapter folder: its ``variant.yaml`` (how the adapter is served);
 - a mapping of settings written inline (a suite's variant entry), with the folder its paths are relative to.
 
@@ -17,11 +17,93 @@ Relative paths inside a file are resolved against the file's folder, so a varian
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 from assistant.config import Variant, variant_from_dict
 from assistant.settings_reader import ConfigError, apply_overrides, read_settings_file
+
+
+@dataclass
+class WinnerFile:
+    """An evaluation's winner.yaml as read, whatever year's layout it was written in."""
+
+    path: Path
+    suite: str
+    created: str
+    """The report's time stamp, local time: YYYYmmdd-HHMMSS."""
+    serve: bool
+    variant_hash: str
+    """The evaluated variant's hash: what the model was asked (settings, template, documents, weights)."""
+    engine: str | None
+    """The engine that produced the evaluated answers (None: not recorded)."""
+    hash_parts: dict[str, str]
+    """The hash's parts (``Variant.hash_parts``) when recorded, so a mismatch can say what changed."""
+    settings: dict[str, Any]
+    contenders: dict[str, Any] = field(default_factory=dict)
+
+
+def read_winner(path: str | Path) -> WinnerFile:
+    """Reads a winner.yaml. Files written before the engine had a field of its own carried it in the hash
+    ('9fe139c75c4f-llamacpp'); they are read as the hash plus the engine, and are never rewritten."""
+    path = Path(path)
+    data = read_settings_file(path, "winner file")
+    if not isinstance(data.get("variant"), dict):
+        raise ConfigError(f"{path}: not a winner file ('variant' is not a section)")
+    recorded = str(data.get("variant_hash") or "")
+    variant_hash, _, engine_in_hash = recorded.partition("-")
+    return WinnerFile(path=path, suite=str(data.get("suite", "")), created=str(data.get("created", "")),
+                      serve=bool(data.get("serve", True)), variant_hash=variant_hash,
+                      engine=data.get("engine") or engine_in_hash or None,
+                      hash_parts=dict(data.get("variant_parts") or {}), settings=data["variant"],
+                      contenders=dict(data.get("contenders") or {}))
+
+
+PART_NAMES = {"settings": "settings", "template": "template", "documents": "documents",
+              "few_shot": "few-shot examples", "weights": "adapter weights"}
+
+
+def hash_mismatch(winner: WinnerFile, variant: Variant) -> str:
+    """Why ``variant`` no longer has the hash its evaluation recorded: both hashes, what differs, and whether
+    the evaluation is simply stale because its adapter was retrained since."""
+    now = variant.hash_parts()
+    head = (f"{winner.path}: the variant no longer matches its evaluation: evaluated hash {winner.variant_hash}, "
+            f"now {variant.variant_hash()}")
+    if winner.hash_parts:
+        changed = [part for part in PART_NAMES if winner.hash_parts.get(part) != now.get(part)]
+        what = ", ".join(PART_NAMES[part] for part in changed) or "the way the hash is computed"
+        if changed == ["weights"]:
+            return f"{head}. stale: the adapter changed since this evaluation (differs: {what})"
+        return f"{head}. Differs: {what} (was the file, or a file it points to, edited?)"
+    adapter_time = _adapter_written(variant)
+    evaluated = _stamp_time(winner.created)
+    if adapter_time and evaluated and adapter_time > evaluated:
+        return (f"{head}. stale: the adapter changed since this evaluation (adapter written "
+                f"{adapter_time:%Y-%m-%d %H:%M}, evaluated {evaluated:%Y-%m-%d %H:%M}); evaluate again to serve it")
+    return (f"{head}. This older winner file does not record what its hash was made of: compare the settings, "
+            "template, documents and adapter with `assistant variant`")
+
+
+def _adapter_written(variant: Variant) -> datetime | None:
+    """When the variant's adapter was written, from its card (None: no adapter or no card)."""
+    if not variant.model.adapter:
+        return None
+    card = variant.resolve(variant.model.adapter) / "card.yaml"
+    try:
+        created = read_settings_file(card, "adapter card").get("created")
+        return datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    except (ConfigError, ValueError):
+        return None
+
+
+def _stamp_time(stamp: str) -> datetime | None:
+    """A report's local-time stamp as an aware time."""
+    try:
+        return datetime.strptime(stamp, "%Y%m%d-%H%M%S").astimezone(timezone.utc)
+    except ValueError:
+        return None
 
 
 def is_winner_file(path: str | Path) -> bool:
@@ -56,7 +138,7 @@ def load_variant(
     if isinstance(overrides, Mapping):
         overrides = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
     overrides = list(overrides)
-    hash_to_match = None
+    winner = None
     if source is None or isinstance(source, Mapping):
         data = dict(source or {})
         label = where or ("<defaults>" if source is None else "<settings>")
@@ -68,26 +150,23 @@ def load_variant(
                 raise ConfigError(f"{path}: not an adapter folder (it has no variant.yaml)")
             path = path / "variant.yaml"
         data = read_settings_file(path, "variant file")
-        if "variant" in data and "suite" in data:  # a winner.yaml
-            if not isinstance(data["variant"], dict):
-                raise ConfigError(f"{path}: not a winner file ('variant' is not a section)")
-            hash_to_match = None if overrides else data.get("variant_hash")
-            data = data["variant"]
+        if "variant" in data and "suite" in data:
+            winner = read_winner(path)
+            data = dict(winner.settings)
         data.setdefault("name", path.stem)
         label, folder = str(path), path.parent
     data = apply_overrides(data, overrides)
     if name:
         data["name"] = str(name)
     variant = variant_from_dict(data, label, root=folder)
-    if hash_to_match and variant.variant_hash() != hash_to_match:
-        raise ConfigError(f"{label}: the variant's settings no longer match the evaluated hash {hash_to_match} "
-                          "(was the file edited?)")
+    # overrides change the variant on purpose; without them it must be exactly what was evaluated
+    if winner and winner.variant_hash and not overrides and variant.variant_hash() != winner.variant_hash:
+        raise ConfigError(hash_mismatch(winner, variant))
     return variant
 
 
 def load_contenders(path: str | Path) -> dict[str, Variant]:
     """Every variant a winner.yaml's evaluation compared, by name, best first."""
-    path = Path(path)
-    data = read_settings_file(path, "winner file")
-    return {name: load_variant(settings, root=path.parent, where=f"{path} (contender {name})")
-            for name, settings in (data.get("contenders") or {}).items()}
+    winner = read_winner(path)
+    return {name: load_variant(settings, root=winner.path.parent, where=f"{winner.path} (contender {name})")
+            for name, settings in winner.contenders.items()}

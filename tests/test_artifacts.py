@@ -134,5 +134,5 @@ def test_one_loader_reads_files_adapter_folders_winners_and_inline_settings(tmp_
     data = yaml.safe_load(winner.read_text())
     data["variant"]["context"]["top_k"] = 9
     winner.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match="no longer match the evaluated hash"):
+    with pytest.raises(ConfigError, match="no longer matches its evaluation: evaluated hash"):
         load_variant(winner)

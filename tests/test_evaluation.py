@@ -354,8 +354,54 @@ def test_latest_winner_skips_suites_that_opt_out_and_edited_files(tmp_path):
     assert latest_winner(tmp_path) == new
     assert load_winner(old).name == "old"
     new.write_text(new.read_text().replace("max_new_tokens: 256", "max_new_tokens: 9"))
-    with pytest.raises(ConfigError, match="no longer match"):
+    with pytest.raises(ConfigError, match="no longer match") as refused:
         load_winner(new)
+    assert "does not record what its hash was made of" in str(refused.value)  # an old file: no parts
+
+
+def test_a_winner_written_with_the_engine_in_its_hash_loads_and_a_mismatch_says_what_changed(tiny_variant, tmp_path):
+    """Winner files of before the engine had its own field carried it in the hash ('<hash>-llamacpp'): they
+    are read as hash + engine. A mismatch names both hashes and the part that differs; a retrained adapter
+    makes the evaluation stale."""
+    from assistant.config import portable_variant
+    from assistant.settings_reader import ConfigError
+    from assistant.variants import load_variant, read_winner
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights one")
+    variant = load_variant(tiny_variant.to_dict() | {"model": {**tiny_variant.to_dict()["model"], "adapter": str(adapter)}})
+    evaluated, parts = variant.variant_hash(), variant.hash_parts()
+    path = tmp_path / "report" / "winner.yaml"
+    path.parent.mkdir()
+
+    def write(**fields):
+        path.write_text(yaml.safe_dump({"suite": "s", "created": "20260101-000000",
+                                        "variant": portable_variant(variant, path.parent), **fields}))
+
+    write(variant_hash=f"{evaluated}-llamacpp")
+    assert load_variant(path).variant_hash() == evaluated
+    assert (read_winner(path).variant_hash, read_winner(path).engine) == (evaluated, "llamacpp")
+
+    write(variant_hash=evaluated, variant_parts=parts, engine="llamacpp")
+    assert load_variant(path).variant_hash() == evaluated
+    path.write_text(path.read_text().replace("top_k: 3", "top_k: 4"))
+    with pytest.raises(ConfigError) as edited:
+        load_variant(path)
+    assert evaluated in str(edited.value) and "Differs: settings" in str(edited.value)
+    assert "stale" not in str(edited.value)
+
+    write(variant_hash=evaluated, variant_parts=parts, engine="llamacpp")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights two")  # retrained after the evaluation
+    with pytest.raises(ConfigError, match="stale: the adapter changed since this evaluation") as stale:
+        load_variant(path)
+    assert evaluated in str(stale.value) and variant.variant_hash() in str(stale.value)
+    assert "differs: adapter weights" in str(stale.value)
+
+    write(variant_hash=evaluated)  # an older file, no parts: the adapter's card dates it
+    (adapter / "card.yaml").write_text("created: '2026-06-01T00:00:00Z'\n")
+    with pytest.raises(ConfigError, match="stale: the adapter changed since this evaluation"):
+        load_variant(path)
 
 
 def test_judge_asks_twice_with_the_order_swapped(tmp_path):

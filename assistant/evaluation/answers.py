@@ -1,8 +1,10 @@
 """Answering a suite's cases: each variant's answers, cached on disk, with the reference's likelihood and
 what the answers cost (speed, first token, peak memory).
 
-Cache layout: ``<cache>/eval/<weights fingerprint>/<variant hash>[-<engine>]/<case hash>.json``, plus a
-``cost.json`` per variant. Every entry is written atomically, so a run killed at any point leaves only
+Cache layout: ``<cache>/eval/<weights fingerprint>/<cache key>/<case hash>.json``, plus a ``cost.json`` per
+variant, where the cache key is the variant hash, followed by ``-<engine>`` for engines other than
+transformers (engines run the same prompt on slightly different weights and kernels). The key is the
+cache's own: reports and winner files carry the variant hash and the engine as two fields. Every entry is written atomically, so a run killed at any point leaves only
 whole entries, and the next run answers just the cases that are missing.
 """
 
@@ -52,6 +54,12 @@ def _legacy_weights_key(variant: Variant) -> str:
     if variant.model.adapter:
         parts.append(folder_hash(variant.resolve(variant.model.adapter)))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def cache_key(variant_hash: str, engine: str) -> str:
+    """The folder a variant's answers on an engine are cached in (transformers answers keep the key they had
+    before there were engines)."""
+    return variant_hash if engine == "transformers" else f"{variant_hash}-{engine}"
 
 
 class AnswerCache:
@@ -204,6 +212,9 @@ class VariantRun:
     name: str
     variant: Variant
     variant_hash: str
+    """What the model was asked: ``Variant.variant_hash``, never with the engine in it."""
+    engine: str
+    """The engine that generated the answers."""
     weights: str
     records: list[Answer]
     """One per case, in case order."""
@@ -231,15 +242,14 @@ def answer_cases(
     weights = weights_fingerprint(variant)
     if cache:
         cache.migrate(variant, weights)
-    # Answers are cached per engine: engines run the same prompt on slightly different weights and kernels
-    # (llama.cpp runs the GGUF). transformers answers keep the key they had before there were engines.
-    vhash = variant.variant_hash() + ("" if bot.engine_name == "transformers" else f"-{bot.engine_name}")
-    records: list[Answer | None] = [Answer.from_record(cache.get(weights, vhash, c.case_hash()))
+    vhash = variant.variant_hash()
+    key = cache_key(vhash, bot.engine_name)
+    records: list[Answer | None] = [Answer.from_record(cache.get(weights, key, c.case_hash()))
                                     if cache and not refresh else None for c in suite.cases]
     cached = sum(r is not None for r in records)
     progress(cached)
     missing = [i for i, r in enumerate(records) if r is None]
-    cost_path = cache.root / weights / vhash / "cost.json" if cache else None
+    cost_path = cache.root / weights / key / "cost.json" if cache else None
     cost = json.loads(cost_path.read_text()) if cost_path and cost_path.is_file() else {}
     if not record_cost:
         cost_path = None
@@ -261,7 +271,7 @@ def answer_cases(
                     generated_tokens += reply.new_tokens
                     records[i] = record
                     if cache:
-                        cache.put(weights, vhash, case.case_hash(), dataclasses.asdict(record))
+                        cache.put(weights, key, case.case_hash(), dataclasses.asdict(record))
                 progress(len(chunk))
             probe = suite.cost_probe if record_cost else 0
             first_tokens = [first_token_seconds(bot, case.messages) for case in suite.cases[:probe]]
@@ -278,4 +288,4 @@ def answer_cases(
             write_json(cost_path, cost)
     lengths = [r.new_tokens for r in records]
     cost = {**cost, "answer_tokens_mean": sum(lengths) / len(lengths) if lengths else math.nan}
-    return VariantRun(sv.name, variant, vhash, weights, records, cost, cached)
+    return VariantRun(sv.name, variant, vhash, bot.engine_name, weights, records, cost, cached)

@@ -191,6 +191,7 @@ def results_rows(result: SuiteResult) -> list[dict[str, Any]]:
                 "case": case.id,
                 "variant": name,
                 "variant_hash": run.variant_hash,
+                "engine": run.engine,
                 "weights": run.weights,
                 "question": case.messages[-1]["content"],
                 "reference": case.reference,
@@ -245,6 +246,8 @@ def write_winner(result: SuiteResult, path: Path, final_folder: Path, stamp: str
         "ranking": result.ranking,
         "summary": winner_sentence(result).replace("**", ""),
         "variant_hash": run.variant_hash,
+        "variant_parts": run.variant.hash_parts(),
+        "engine": run.engine,
         # paths relative to the report folder the file ends up in (it is written under a temporary name)
         "variant": portable_variant(run.variant, final_folder),
         # every variant evaluated, best first: what the app's arena lets people compare blind
@@ -310,7 +313,7 @@ def render_markdown(result: SuiteResult, stamp: str) -> str:
                    f"adapter {'`' + v.resolve(v.model.adapter).name + '`' if v.model.adapter else 'none'}, "
                    f"few-shot {v.prompt.few_shot_count if v.prompt.few_shot else 0}, base `{v.model.base}` "
                    f"({v.model.quantization}), max {v.generation.max_new_tokens} new tokens; "
-                   f"{run.cached}/{len(suite.cases)} answers from cache")
+                   f"answered on {run.engine}, {run.cached}/{len(suite.cases)} answers from cache")
     out += ["", "## Examples", "", "The first five cases; every case is in `report.html` and `results.jsonl`.", ""]
     for i, case in enumerate(suite.cases[:5]):
         out += [f"**{case.id}** — {case.messages[-1]['content']}", "", f"- *reference*: {case.reference}"]

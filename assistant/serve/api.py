@@ -33,7 +33,7 @@ class Limits:
     concurrency: int = 16
     """Requests handled at once; the rest wait in line."""
     max_body_bytes: int = 1 << 20
-    """Largest request body; a bigger one is refused (413) before it is read whole."""
+    """Largest request body; a bigger one is refused (413) without being kept."""
 
 
 class RequestError(ValueError):
@@ -131,9 +131,26 @@ class LoginThrottle:
             self._failures.pop(client, None)
 
 
+DRAIN_BYTES = 64 << 20
+"""How much of an oversized body is read and dropped before the 413, so that the client sees it."""
+
+
+async def discard_body(receive, bound: int) -> None:
+    """Reads the rest of a request body without keeping it, ``bound`` bytes at most."""
+    seen = 0
+    while seen <= bound:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client left
+        seen += len(message.get("body", b""))
+        if not message.get("more_body"):
+            return
+
+
 class Guards:
     """ASGI middleware on the whole server (app and API): a body over ``limits.max_body_bytes`` is refused
-    with 413 from its Content-Length before anything reads it, and a client that keeps failing to log in
+    with 413 from its Content-Length before the app sees it (the body is read and dropped, then the connection
+    closed), and a client that keeps failing to log in
     (the app's /login, or the API's credentials) gets 429 with Retry-After until its wait is over.
     Plain ASGI rather than Starlette's BaseHTTPMiddleware, so streamed answers and client disconnects pass
     through untouched."""
@@ -159,9 +176,13 @@ class Guards:
             return await response(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
+            # Closing on a client that is still writing resets the connection before it reads the status, so
+            # the body is read and dropped first (up to a bound; past it the connection is closed anyway).
+            await discard_body(receive, DRAIN_BYTES)
             response = JSONResponse({"error": {"message": f"the body is over the limit of "
                                                f"{self.limits.max_body_bytes} bytes", "type": "invalid_request_error",
-                                               "code": "request_too_large"}}, status_code=413)
+                                               "code": "request_too_large"}}, status_code=413,
+                                    headers={"Connection": "close"})
             return await response(scope, receive, send)
         status: list[int] = []
 
@@ -179,14 +200,18 @@ class Guards:
 
 
 async def read_body(request, limit: int) -> Any:
-    """The request's JSON body, read at most ``limit`` bytes far (a body sent without a length is cut off
-    there), parsed with every way it can be malformed turned into a RequestError."""
+    """The request's JSON body, read at most ``limit`` bytes far (a body sent without a length is kept only
+    that far, the rest read and dropped so that the client sees the 413), parsed with every way it can be
+    malformed turned into a RequestError."""
     size, chunks = 0, []
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise RequestError(f"the body is over the limit of {limit} bytes", 413, "request_too_large")
-        chunks.append(chunk)
+        if size > limit + DRAIN_BYTES:
+            break
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise RequestError(f"the body is over the limit of {limit} bytes", 413, "request_too_large")
     raw = b"".join(chunks)
     try:
         text = raw.decode("utf-8")

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from assistant.settings_reader import read_settings_file
-from assistant.variants import is_winner_file, load_contenders, load_variant
+from assistant.variants import is_winner_file, load_contenders, load_variant, read_winner
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VARIANT = ROOT / "configs" / "tidewater.yaml"
@@ -19,11 +18,11 @@ def latest_winner(reports: Path) -> Path | None:
         if path.parent.name.startswith("."):
             continue
         try:
-            data = read_settings_file(path, "winner file")
+            winner = read_winner(path)
         except Exception:
             continue
-        if data.get("serve", True):
-            found.append((str(data.get("created", "")), path))
+        if winner.serve:
+            found.append((winner.created, path))
     return max(found)[1] if found else None
 
 
