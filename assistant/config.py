@@ -65,6 +65,10 @@ class ContextSettings:
     """Largest passage, in words; longer sections are split at paragraph breaks."""
     context_window: int | None = None
     """Token budget of the whole prompt plus answer; defaults to the model's own maximum, capped at 4096."""
+    min_relevance: float | None = None
+    """Abstain when no passage is at least this relevant to the question: the bot answers with
+    prompt.variables.abstention without asking the model. Relevance is the best passage's cosine similarity
+    (dense and hybrid retrievers, 0 to 1) or BM25 score (bm25). None: never abstain before the model."""
 
 
 @dataclass
@@ -276,6 +280,12 @@ def _check_ranges(v: Variant) -> list[str]:
         problems.append("generation.top_p: must be in (0, 1]")
     if v.prompt.few_shot_count and not v.prompt.few_shot:
         problems.append("prompt.few_shot_count: set prompt.few_shot to the examples file too")
+    if v.context.min_relevance is not None:
+        if not v.context.documents:
+            problems.append("context.min_relevance: needs context.documents (there is nothing to be relevant)")
+        if not str(v.prompt.variables.get("abstention", "")).strip():
+            problems.append("context.min_relevance: set prompt.variables.abstention to what the bot says when it "
+                            "abstains")
     if v.serving.engine == "openai" and not v.serving.url:
         problems.append("serving.url: engine 'openai' needs the server's base URL, e.g. http://127.0.0.1:8000/v1")
     return problems

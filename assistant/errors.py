@@ -1,5 +1,6 @@
 """The user errors every entry point (the CLI, the app, the API) reports as one message, without a traceback."""
 
+from assistant.catalog import CatalogError
 from assistant.context import ContextError
 from assistant.data import DataError
 from assistant.engines import EngineError
@@ -7,6 +8,6 @@ from assistant.models import ModelNotFoundError
 from assistant.prompts import PromptError
 from assistant.settings_reader import ConfigError
 
-USER_ERRORS = (ConfigError, ContextError, DataError, ModelNotFoundError, PromptError, EngineError)
+USER_ERRORS = (ConfigError, ContextError, DataError, ModelNotFoundError, PromptError, EngineError, CatalogError)
 """Errors caused by what the user gave (settings, data, templates, models); anything else is a bug."""
 EXIT_USER_ERROR = 2

@@ -3,19 +3,25 @@ as a GGUF file, and an adapter merged into its base as a plain Hugging Face fold
 
     assistant export ADAPTER_OR_VARIANT --to gguf|merged [--out DIR]
 
-GGUF notes, as llama.cpp reads Llama-architecture models:
-- Tensor names come from the ``gguf`` package's map (``model.layers.3.self_attn.q_proj`` -> ``blk.3.attn_q``).
-- llama.cpp stores the query and key projections with the rotary halves interleaved, so their output rows
-  are permuted; a LoRA's B matrix (rows = outputs) gets the same permutation, its A matrix none.
+GGUF notes, as llama.cpp reads the two architectures written here, Llama (SmolLM2, Mistral) and Qwen2:
+- Tensor names come from the ``gguf`` package's map for the architecture
+  (``model.layers.3.self_attn.q_proj`` -> ``blk.3.attn_q``); Qwen2's query, key and value biases too.
+- For Llama, llama.cpp stores the query and key projections with the rotary halves interleaved, so their
+  output rows are permuted; a LoRA's B matrix (rows = outputs) gets the same permutation, its A matrix none.
+  Qwen2 uses the other rotary layout (NEOX) in llama.cpp: nothing is permuted.
 - PEFT scales a LoRA by alpha / r (alpha / sqrt(r) with rsLoRA, per-module patterns possible); llama.cpp by
   alpha / r. The PEFT scale is folded into B and alpha is written as r, so llama.cpp's scale is exactly 1.
 - SmolLM2 ties its output layer to the token embedding: a base writes no ``output`` tensor then, and an
   adapter on ``lm_head`` or ``embed_tokens`` is refused (llama.cpp applies no LoRA to the embedding).
+- ``merge_into_gguf`` folds an adapter into a GGUF base as llama.cpp would apply it (the same tensors as the
+  GGUF LoRA), re-quantizing each changed matrix to its own type with llama.cpp's quantizer, so the merged
+  file is as large, and decodes as fast, as the base file.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +29,49 @@ import yaml
 
 from assistant.artifacts import file_sha256, fingerprint, publish_atomically, write_atomically
 
-LLAMA_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
-
-
 class ExportError(ValueError):
     """An adapter or base that cannot be exported as asked; the message says why."""
 
 
+@dataclass(frozen=True)
+class GgufArchitecture:
+    """How one transformers architecture is written for llama.cpp."""
+
+    name: str
+    """llama.cpp's architecture name (the GGUF keys' prefix)."""
+    permute_qk: bool
+    """Whether query and key rows are reordered for llama.cpp's rotary layout."""
+    tokenizer_pre: str
+    """llama.cpp's pre-tokenizer; it only matters for text llama.cpp tokenizes itself (we send ids)."""
+
+
+ARCHITECTURES = {
+    "llama": GgufArchitecture("llama", True, "default"),
+    "mistral": GgufArchitecture("llama", True, "default"),
+    "qwen2": GgufArchitecture("qwen2", False, "qwen2"),
+}
+
+
+def gguf_architecture(config: Any) -> GgufArchitecture:
+    """The GGUF form of a transformers config, or an ExportError saying what to do instead."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ARCHITECTURES:
+        architectures = getattr(config, "architectures", None) or [model_type]
+        raise ExportError(f"GGUF export is written for {', '.join(sorted(ARCHITECTURES))} models; this base is "
+                          f"{architectures}. Convert it with llama.cpp's convert_hf_to_gguf.py and set serving.gguf "
+                          "to the file (or name the GGUF file as model.base).")
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ExportError("GGUF export does not write RoPE scaling; convert this base with llama.cpp's converter")
+    return ARCHITECTURES[model_type]
+
+
+def check_exportable(config: Any) -> None:
+    gguf_architecture(config)
+
+
 def _permute(weights: Any, heads: int) -> Any:
-    """llama.cpp's row order for a query or key projection: within each head, the two rotary halves
+    """llama.cpp's row order for a Llama query or key projection: within each head, the two rotary halves
     interleaved (what llama.cpp's own converter does to Hugging Face Llama weights)."""
     return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
             .swapaxes(1, 2).reshape(weights.shape))
@@ -40,26 +80,16 @@ def _permute(weights: Any, heads: int) -> Any:
 def _tensor_names(config: Any) -> Any:
     import gguf
 
-    return gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}[gguf_architecture(config).name]
+    return gguf.get_tensor_name_map(arch, config.num_hidden_layers)
 
 
-def check_llama(config: Any) -> None:
-    architectures = getattr(config, "architectures", None) or []
-    if getattr(config, "model_type", None) not in ("llama", "mistral") and not set(architectures) & set(LLAMA_ARCHITECTURES):
-        raise ExportError(f"GGUF export is written for Llama-architecture models; this base is "
-                          f"{architectures or config.model_type}. Convert it with llama.cpp's convert_hf_to_gguf.py "
-                          "and set serving.gguf to the file.")
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise ExportError("GGUF export does not write RoPE scaling; convert this base with llama.cpp's converter")
-
-
-def _write(path: Path, fill) -> Path:
+def _write(path: Path, fill, arch: str = "llama") -> Path:
     """Writes a GGUF file through a temporary sibling, so a reader never sees half a file."""
     import gguf
 
     def write(staging: Path) -> None:
-        writer = gguf.GGUFWriter(str(staging), "llama")
+        writer = gguf.GGUFWriter(str(staging), arch)
         fill(writer)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -72,19 +102,19 @@ def _write(path: Path, fill) -> Path:
 # -- adapter ---------------------------------------------------------------------------------------------
 
 
-def adapter_to_gguf(adapter_dir: Path, config: Any, out: Path) -> Path:
-    """Writes a PEFT LoRA adapter folder as a GGUF LoRA (F32) for a Llama-architecture base.
+def lora_tensors(adapter_dir: Path, config: Any) -> dict[str, tuple[Any, Any]]:
+    """A PEFT LoRA adapter as llama.cpp applies it: {GGUF weight name ('blk.3.attn_q.weight'): (A, B)} in
+    float32, with PEFT's scale
+    folded into B and B's rows in llama.cpp's order, so that the change to a weight is exactly B @ A.
 
     Args:
         adapter_dir: folder with adapter_config.json and adapter_model.safetensors.
-        config: the base model's transformers config (heads, layers).
-        out: the .gguf file to write.
+        config: the base model's transformers config (architecture, heads, layers).
     """
-    import gguf
     import numpy as np
     from safetensors.numpy import load_file
 
-    check_llama(config)
+    arch = gguf_architecture(config)
     settings = json.loads((adapter_dir / "adapter_config.json").read_text())
     if settings.get("peft_type", "LORA") != "LORA":
         raise ExportError(f"{adapter_dir}: only LoRA adapters export to GGUF (this is {settings['peft_type']})")
@@ -105,7 +135,32 @@ def adapter_to_gguf(adapter_dir: Path, config: Any, out: Path) -> Path:
             raise ExportError(f"{adapter_dir}: a LoRA on {hf} cannot be exported (the embedding is tied and "
                               "llama.cpp applies no LoRA to it); train without it in lora.target_modules")
         pairs.setdefault(hf, {})[part[0]] = value.astype(np.float32)
-    ranks = {m: p["A"].shape[0] for m, p in pairs.items()}
+    tensors = {}
+    for hf, p in sorted(pairs.items()):
+        name = names.get_name(hf + ".weight", try_suffixes=(".weight",))
+        if name is None:
+            raise ExportError(f"{adapter_dir}: no llama.cpp tensor for module {hf}")
+        a, b = p["A"], p["B"] * _peft_scale(settings, hf, p["A"].shape[0])
+        if arch.permute_qk and hf.endswith("q_proj"):
+            b = _permute(b, heads)
+        elif arch.permute_qk and hf.endswith("k_proj"):
+            b = _permute(b, kv_heads)
+        tensors[name] = (np.ascontiguousarray(a), np.ascontiguousarray(b))
+    return tensors
+
+
+def adapter_to_gguf(adapter_dir: Path, config: Any, out: Path) -> Path:
+    """Writes a PEFT LoRA adapter folder as a GGUF LoRA (F32) for a Llama or Qwen2 base.
+
+    Args:
+        adapter_dir: folder with adapter_config.json and adapter_model.safetensors.
+        config: the base model's transformers config (architecture, heads, layers).
+        out: the .gguf file to write.
+    """
+    import gguf
+
+    tensors = lora_tensors(adapter_dir, config)
+    ranks = {a.shape[0] for a, _ in tensors.values()}
 
     def fill(writer: Any) -> None:
         writer.add_type(gguf.GGUFType.ADAPTER)
@@ -113,22 +168,14 @@ def adapter_to_gguf(adapter_dir: Path, config: Any, out: Path) -> Path:
         writer.add_name(adapter_dir.name)
         # llama.cpp scales by alpha / rank of each tensor; with the PEFT scale folded into B, alpha = rank
         # gives 1. One alpha per file, so ranks must agree (they do unless rank_pattern was used).
-        if len(set(ranks.values())) != 1:
-            raise ExportError(f"{adapter_dir}: modules have different ranks ({sorted(set(ranks.values()))})")
-        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(next(iter(ranks.values()))))
-        for hf, p in sorted(pairs.items()):
-            name = names.get_name(hf + ".weight", try_suffixes=(".weight",))
-            if name is None:
-                raise ExportError(f"{adapter_dir}: no llama.cpp tensor for module {hf}")
-            a, b = p["A"], p["B"] * _peft_scale(settings, hf, ranks[hf])
-            if hf.endswith("q_proj"):
-                b = _permute(b, heads)
-            elif hf.endswith("k_proj"):
-                b = _permute(b, kv_heads)
-            writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a))
-            writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b))
+        if len(ranks) != 1:
+            raise ExportError(f"{adapter_dir}: modules have different ranks ({sorted(ranks)})")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(next(iter(ranks))))
+        for name, (a, b) in tensors.items():
+            writer.add_tensor(f"{name}.lora_a", a)
+            writer.add_tensor(f"{name}.lora_b", b)
 
-    return _write(out, fill)
+    return _write(out, fill, gguf_architecture(config).name)
 
 
 def _peft_scale(settings: dict, module: str, rank: int) -> float:
@@ -144,7 +191,7 @@ def _peft_scale(settings: dict, module: str, rank: int) -> float:
 
 
 def base_to_gguf(folder: Path, out: Path, weight_type: str = "q8_0") -> Path:
-    """Writes a Llama-architecture safetensors folder (weights, config, tokenizer) as a GGUF base.
+    """Writes a Llama or Qwen2 safetensors folder (weights, config, tokenizer) as a GGUF base.
 
     Args:
         folder: the model folder (config.json, *.safetensors, tokenizer files).
@@ -157,7 +204,7 @@ def base_to_gguf(folder: Path, out: Path, weight_type: str = "q8_0") -> Path:
     from transformers import AutoConfig, AutoTokenizer
 
     config = AutoConfig.from_pretrained(folder)
-    check_llama(config)
+    arch = gguf_architecture(config)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     names = _tensor_names(config)
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -186,7 +233,7 @@ def base_to_gguf(folder: Path, out: Path, weight_type: str = "q8_0") -> Path:
         writer.add_layer_norm_rms_eps(config.rms_norm_eps)
         writer.add_vocab_size(config.vocab_size)
         writer.add_file_type(file_type)
-        _add_tokenizer(writer, tokenizer, folder, config.vocab_size)
+        _add_tokenizer(writer, tokenizer, folder, config.vocab_size, arch.tokenizer_pre)
         for shard in shards:
             with safe_open(str(shard), "pt") as handle:
                 for key in handle.keys():
@@ -198,9 +245,9 @@ def base_to_gguf(folder: Path, out: Path, weight_type: str = "q8_0") -> Path:
                     if name is None:
                         raise ExportError(f"{folder}: no llama.cpp tensor for {key}")
                     data = handle.get_tensor(key).float().numpy()
-                    if key.endswith("q_proj.weight"):
+                    if arch.permute_qk and key.endswith("q_proj.weight"):
                         data = _permute(data, heads)
-                    elif key.endswith("k_proj.weight"):
+                    elif arch.permute_qk and key.endswith("k_proj.weight"):
                         data = _permute(data, kv_heads)
                     if data.ndim == 1 or quant == gguf.GGMLQuantizationType.F32:
                         writer.add_tensor(name, np.ascontiguousarray(data, dtype=np.float32))
@@ -209,13 +256,13 @@ def base_to_gguf(folder: Path, out: Path, weight_type: str = "q8_0") -> Path:
                     else:
                         writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)
 
-    return _write(out, fill)
+    return _write(out, fill, arch.name)
 
 
-def _add_tokenizer(writer: Any, tokenizer: Any, folder: Path, vocab_size: int) -> None:
+def _add_tokenizer(writer: Any, tokenizer: Any, folder: Path, vocab_size: int, pre: str) -> None:
     """A byte-level BPE vocabulary as llama.cpp's 'gpt2' tokenizer model, with merges, special ids and the
-    chat template. Requests send token ids, so llama.cpp's own pre-tokenizer only matters for text it is
-    given directly ('default')."""
+    chat template. Requests send token ids, so llama.cpp's own pre-tokenizer ``pre`` only matters for text it
+    is given directly."""
     import gguf
 
     if not tokenizer.is_fast or tokenizer.backend_tokenizer.model.__class__.__name__ != "BPE":
@@ -237,13 +284,109 @@ def _add_tokenizer(writer: Any, tokenizer: Any, folder: Path, vocab_size: int) -
         else:
             types.append(gguf.TokenType.NORMAL)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     special_vocab = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
     special_vocab.add_to_gguf(writer)
     if tokenizer.chat_template and not special_vocab.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
+
+
+# -- merged into a GGUF base -----------------------------------------------------------------------------
+
+
+def merge_into_gguf(base: Path, adapter_dir: Path, config: Any, out: Path) -> Path:
+    """Writes ``base`` (a GGUF file) with the adapter folded into its weights, as llama.cpp would apply the
+    GGUF LoRA: W + B @ A for every adapted matrix (``lora_tensors``), re-quantized to the matrix's own type
+    by llama.cpp's own quantizer. Every other tensor and every metadata field is copied byte for byte, so
+    the merged file has the base's size and decodes at the base's speed.
+
+    Args:
+        base: the base GGUF file llama.cpp serves.
+        adapter_dir: the PEFT adapter folder.
+        config: the base's transformers config (architecture, heads, layers).
+        out: the merged .gguf file to write (atomically).
+    """
+    import gguf
+
+    lora = lora_tensors(adapter_dir, config)
+    reader = gguf.GGUFReader(str(base))
+    missing = sorted(set(lora) - {t.name for t in reader.tensors})
+    if missing:
+        raise ExportError(f"{base}: no tensor for the adapter's {', '.join(missing[:3])}")
+    arch = str(reader.get_field(gguf.Keys.General.ARCHITECTURE).contents())
+
+    def write(staging: Path) -> None:
+        writer = gguf.GGUFWriter(str(staging), arch)
+        for field in reader.fields.values():
+            if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+                continue  # the writer adds these itself
+            value_type = field.types[0]
+            sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+        tensors = []
+        for tensor in reader.tensors:
+            data = tensor.data
+            pair = lora.get(tensor.name)
+            if pair is not None:
+                a, b = pair
+                weights = gguf.quants.dequantize(data, tensor.tensor_type).reshape(b.shape[0], a.shape[1])
+                data = _quantize_like(weights + b @ a, tensor.tensor_type, data)
+            tensors.append((tensor, data))
+            writer.add_tensor_info(tensor.name, data.shape, data.dtype, data.nbytes, tensor.tensor_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for tensor, data in tensors:
+            writer.write_tensor_data(data, tensor_endianess=reader.endianess)
+        writer.close()
+
+    return write_atomically(out, write)
+
+
+def _quantize_like(weights: Any, kind: Any, like: Any) -> Any:
+    """``weights`` (rows x columns, float32) in GGML type ``kind``, shaped as ``like`` (the stored tensor).
+    Float types by numpy; every quantized type by llama.cpp's own ``ggml_quantize_chunk`` (the one in the
+    prebuilt llama.cpp this project runs), without an importance matrix, as llama.cpp's quantize tool does
+    by default."""
+    import ctypes
+
+    import gguf
+    import numpy as np
+
+    if kind == gguf.GGMLQuantizationType.F32:
+        return np.ascontiguousarray(weights, dtype=np.float32).reshape(like.shape)
+    if kind == gguf.GGMLQuantizationType.F16:
+        return np.ascontiguousarray(weights, dtype=np.float16).reshape(like.shape)
+    lib = _ggml()
+    rows, columns = weights.shape
+    source = np.ascontiguousarray(weights, dtype=np.float32)
+    out = np.empty(like.nbytes, dtype=np.uint8)
+    lib.ggml_quantize_init(int(kind))
+    written = lib.ggml_quantize_chunk(int(kind), source.ctypes.data_as(ctypes.c_void_p),
+                                      out.ctypes.data_as(ctypes.c_void_p), 0, rows, columns, None)
+    if written != like.nbytes:
+        raise ExportError(f"re-quantizing to {kind.name} wrote {written} bytes, expected {like.nbytes}")
+    return out.view(like.dtype).reshape(like.shape)
+
+
+def _ggml() -> Any:
+    """llama.cpp's ggml library inside the xllamacpp wheel, for its quantizer (C functions, through ctypes)."""
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("xllamacpp")
+    found = sorted(Path(list(spec.submodule_search_locations)[0]).glob("xllamacpp*.so")) if spec else []
+    if not found:
+        raise ExportError("merging into a quantized GGUF needs llama.cpp's quantizer: pip install xllamacpp")
+    lib = ctypes.CDLL(str(found[0]))
+    lib.ggml_quantize_init.argtypes = [ctypes.c_int]
+    lib.ggml_quantize_init.restype = None
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    return lib
 
 
 # -- merged ----------------------------------------------------------------------------------------------

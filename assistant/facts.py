@@ -116,3 +116,25 @@ def supported_facts(answer: str, sources: str) -> tuple[int, int]:
     (the prompt, with any retrieved passages). A leading yes or no is a stance, not a fact, and is left out."""
     claimed = {f for f in extract_facts(answer) if f[0] != "answer"}
     return len(claimed), len(claimed & extract_facts(sources))
+
+
+# -- abstention -------------------------------------------------------------------------------------------
+
+_ABSTAINS = re.compile(
+    r"\b(?:I|we)(?:'m| am|'re| are)? (?:can(?:'|’|no)?t|cannot|could(?:n't|n’t| not)|unable to|wasn't able to|"
+    r"was not able to|not able to) (?:find|locate|see)\b"
+    r"|\b(?:do(?:n't|n’t| not)|does(?:n't|n’t| not)) (?:have|know)(?: any)? (?:that|this|the|enough|any|specific)?"
+    r"\s*(?:information|info|details|answer)\b"
+    r"|\bI (?:do(?:n't|n’t| not)|don't) know\b"
+    r"|\bno (?:information|details|mention) (?:about|on|of)\b"
+    r"|\b(?:passages?|documents?|articles?) (?:do(?:n't|n’t| not)|does(?:n't|n’t| not)) "
+    r"(?:say|mention|contain|cover|include)\b"
+    r"|\bnot (?:covered|mentioned|included) in (?:our|the)\b"
+    r"|\bdon(?:'|’)?t want to guess\b", re.I)
+
+
+def abstains(text: str) -> bool:
+    """Whether an answer declines to answer because the information is not available ("I can't find that
+    in our help articles", "I don't have information about ...", "the passages don't mention ..."). A
+    hand-off sentence alone ("contact our support team") is not an abstention: answers often end with one."""
+    return bool(_ABSTAINS.search(text))

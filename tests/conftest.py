@@ -27,11 +27,12 @@ CORPUS = [
 ] * 4
 
 
-def build_tiny_model(folder: Path, seed: int = 0) -> Path:
-    """Writes a 2-layer random Llama and a ChatML byte-level BPE tokenizer into ``folder``."""
+def build_tiny_model(folder: Path, seed: int = 0, architecture: str = "llama") -> Path:
+    """Writes a 2-layer random Llama (or Qwen2, with random query, key and value biases) and a ChatML
+    byte-level BPE tokenizer into ``folder``."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     special = ["<|im_end|>", "<|im_start|>", "<|endoftext|>"]
     bpe = Tokenizer(models.BPE())
@@ -46,7 +47,9 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     )
     tokenizer.chat_template = CHATML
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    config_class, model_class = {"llama": (LlamaConfig, LlamaForCausalLM),
+                                 "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[architecture]
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -60,7 +63,12 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    model = model_class(config)
+    with torch.no_grad():  # biases start at zero, which would test nothing
+        for name, param in model.named_parameters():
+            if name.endswith("proj.bias"):
+                param.normal_(0, 0.3)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -68,6 +76,11 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"), architecture="qwen2")
 
 
 @pytest.fixture

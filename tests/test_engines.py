@@ -14,16 +14,15 @@ pytest.importorskip("xllamacpp", reason="the llama.cpp engine's package (xllamac
 QUESTION = [{"role": "user", "content": "How many days to return a grinder?"}]
 
 
-@pytest.fixture(scope="module")
-def random_lora(tiny_model_dir, tmp_path_factory):
-    """A LoRA on every projection of the tiny model with random A and B (PEFT starts B at zero, which would
+def build_random_lora(model_dir, folder):
+    """A LoRA on every projection of a tiny model with random A and B (PEFT starts B at zero, which would
     test nothing), alpha != r so the scale matters, saved as a PEFT folder."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
     config = LoraConfig(r=4, lora_alpha=12, init_lora_weights=False, target_modules=[
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     peft_model = get_peft_model(model, config)
@@ -31,9 +30,20 @@ def random_lora(tiny_model_dir, tmp_path_factory):
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.2)
-    folder = tmp_path_factory.mktemp("lora") / "random-lora"
     peft_model.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def random_lora(tiny_model_dir, tmp_path_factory):
+    return build_random_lora(tiny_model_dir, tmp_path_factory.mktemp("lora") / "random-lora")
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tiny_model_dir, tiny_qwen2_dir, random_lora, tmp_path_factory):
+    """Each architecture the GGUF export writes: (model folder, random LoRA)."""
+    return {"llama": (tiny_model_dir, random_lora),
+            "qwen2": (tiny_qwen2_dir, build_random_lora(tiny_qwen2_dir, tmp_path_factory.mktemp("lora") / "qwen2-lora"))}
 
 
 def _variant(tiny_model_dir, engine: str, *more: str):
@@ -70,13 +80,15 @@ def _llamacpp_logprobs(bot, ids, k):
     return {t["id"]: t["logprob"] for t in top}
 
 
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 @pytest.mark.parametrize("with_adapter", [False, True], ids=["base", "lora"])
-def test_llamacpp_logits_equal_transformers_through_the_gguf_export(tiny_model_dir, random_lora, with_adapter):
-    """The tiny Llama written as F32 GGUF (+ the random LoRA as GGUF LoRA) gives llama.cpp next-token
-    log-probabilities equal to transformers' within 0.01 (measured: about 0.002; llama.cpp keeps its KV cache
-    in F16). A wrong tensor name, permutation or LoRA scale is off by far more."""
+def test_llamacpp_logits_equal_transformers_through_the_gguf_export(tiny_models, architecture, with_adapter):
+    """The tiny Llama or Qwen2 written as F32 GGUF (+ the random LoRA as GGUF LoRA) gives llama.cpp
+    next-token log-probabilities equal to transformers' within 0.01 (measured: about 0.002; llama.cpp keeps
+    its KV cache in F16). A wrong tensor name, permutation, bias or LoRA scale is off by far more."""
     import torch
 
+    tiny_model_dir, random_lora = tiny_models[architecture]
     variant = _variant(tiny_model_dir, "llamacpp", *( [f"model.adapter={random_lora}"] if with_adapter else []))
     bot = Bot(variant)
     ids = bot.prepare(QUESTION).input_ids
@@ -236,3 +248,45 @@ def test_export_verb_writes_gguf_and_merged_folders_tied_to_the_adapter(tiny_mod
         expected = tuned(input_ids=ids).logits
     assert torch.allclose(merged, expected, atol=1e-4)  # merging changed nothing the model computes
     assert yaml.safe_load((tmp_path / "merged" / "export.yaml").read_text())["exported_as"] == "merged"
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_an_adapter_merged_into_a_gguf_base_computes_what_the_unmerged_lora_does(tiny_models, architecture, tmp_path,
+                                                                                monkeypatch):
+    """F32: the merged file gives llama.cpp the log-probabilities of the base plus the GGUF LoRA. Q8_0: every
+    tensor the adapter does not touch is copied byte for byte, the file keeps its size, and each adapted matrix
+    is W + B @ A re-quantized: within Q8_0's rounding of it (half a step of its block's scale, plus the
+    rounding of that scale itself, stored as float16: 0.6 steps)."""
+    import gguf
+    import numpy as np
+    from transformers import AutoConfig
+
+    from assistant.export import base_to_gguf, lora_tensors, merge_into_gguf
+
+    monkeypatch.setenv("ASSISTANT_CACHE", str(tmp_path / "cache"))
+    folder, lora = tiny_models[architecture]
+    config = AutoConfig.from_pretrained(folder)
+    base = base_to_gguf(folder, tmp_path / "base-f32.gguf", "f32")
+    unmerged = Bot(_variant(folder, "llamacpp", f"serving.gguf={base}", f"model.adapter={lora}"))
+    served = Bot(_variant(folder, "llamacpp", f"serving.gguf={base}", f"model.adapter={lora}"), merged=True)
+    ids = unmerged.prepare(QUESTION).input_ids
+    expected, got = _llamacpp_logprobs(unmerged, ids, 10), _llamacpp_logprobs(served, ids, 10)
+    assert served.engine.adapters == [] and served.engine.gguf.parent == tmp_path / "cache" / "gguf"
+    assert served.engine.gguf.name.startswith("merged-") and list(got) == list(expected)
+    assert all(abs(got[t] - expected[t]) < 1e-3 for t in got)
+
+    base = base_to_gguf(folder, tmp_path / "base-q8.gguf", "q8_0")
+    merged = merge_into_gguf(base, lora, config, tmp_path / "merged-q8.gguf")
+    assert merged.stat().st_size == base.stat().st_size
+    delta = {name: b @ a for name, (a, b) in lora_tensors(lora, config).items()}
+    before = {t.name: t for t in gguf.GGUFReader(str(base)).tensors}
+    for tensor in gguf.GGUFReader(str(merged)).tensors:
+        old = before[tensor.name]
+        assert tensor.tensor_type == old.tensor_type
+        if tensor.name not in delta:
+            assert np.array_equal(tensor.data, old.data), tensor.name
+            continue
+        target = gguf.quants.dequantize(old.data, old.tensor_type) + delta[tensor.name]
+        result = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        step = np.abs(target.reshape(-1, 32)).max(axis=1, keepdims=True) / 127  # Q8_0: 32 values per block
+        assert np.all(np.abs(result.reshape(-1, 32) - target.reshape(-1, 32)) <= 0.6 * step), tensor.name

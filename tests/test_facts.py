@@ -32,3 +32,19 @@ def test_a_contradiction_is_the_same_kind_of_fact_with_another_value():
 def test_support_is_looked_up_in_the_sources():
     assert supported_facts("Yes, the fee is 15%.", "a 15 percent restocking fee") == (1, 1)  # 'yes' is no fact
     assert supported_facts("The fee is $20 within 30 days.", "within 30 days") == (2, 1)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("I'm sorry, I can't find that in our help articles, so I don't want to guess.", True),
+    ("I don't have information about the CEO.", True),
+    ("The passages don't mention tea.", True),
+    ("I do not know.", True),
+    ("We could not find any record of that.", True),
+    ("You have 30 days. Contact our support team if you need help.", False),  # a hand-off is not a refusal
+    ("If you cannot find your order number, check the confirmation email.", False),  # not the bot declining
+    ("Yes, we sell tea.", False),
+])
+def test_abstentions_are_told_from_answers(text, expected):
+    from assistant.facts import abstains
+
+    assert abstains(text) is expected

@@ -104,3 +104,38 @@ def test_adapters_share_one_base_and_switch(tiny_variant, tiny_model_dir, tmp_pa
     tuned_tokens = tuned.tokenizer(tuned_answer.text)["input_ids"]
     assert plain_tokens != tuned_tokens  # the adapter changes the answer ...
     assert plain.reply(question).text == before  # ... and switching back restores the base exactly
+
+
+def test_below_min_relevance_the_bot_abstains_without_the_model(tiny_variant):
+    """Retrieval's relevance decides: a question no passage matches gets the variant's abstention text on every
+    path (stream, reply, batch) and never reaches the engine; a matching question is answered by the model."""
+    import dataclasses
+
+    import pytest
+
+    from assistant.settings_reader import ConfigError
+
+    with pytest.raises(ConfigError, match="prompt.variables.abstention"):
+        load_variant(tiny_variant.to_dict(), ["context.min_relevance=0.5"])
+    sorry = "I can't find that in our documents; please contact support."
+    variant = load_variant(tiny_variant.to_dict(), ["context.min_relevance=0.5",
+                                                    f"prompt.variables.abstention={sorry!r}"])
+    bot = Bot(variant)
+    matched, unmatched = bot.prepare(ask("How many days to return a grinder?")), bot.prepare(ask("Who painted it?"))
+    assert matched.relevance > 0.5 and matched.abstention is None
+    assert unmatched.relevance < 0.5 and unmatched.abstention == sorry
+
+    class NoEngine:
+        def generate(self, *args, **kwargs):
+            raise AssertionError("an abstention reached the engine")
+
+        stream = generate
+
+    answered = Bot(variant).reply(ask("How many days to return a grinder?"))
+    bot._engine = NoEngine()  # from here on, any question that reached the model would fail
+    reply = bot.reply(ask("Who painted it?"))
+    assert (reply.text, reply.abstained, reply.new_tokens) == (sorry, True, len(bot.tokenizer(sorry)["input_ids"]))
+    batch = Bot(variant).reply_batch([ask("Who painted it?"), ask("How many days to return a grinder?")])
+    assert [r.abstained for r in batch] == [True, False]
+    assert batch[0].text == sorry and batch[1].text == answered.text and not answered.abstained
+    assert dataclasses.asdict(bot.prepare(ask("Who painted it?")))["abstention"] == sorry

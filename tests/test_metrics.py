@@ -13,7 +13,7 @@ import pytest
 
 from assistant.metrics import HIGHER_IS_BETTER, METRICS_DIR, SCALE, available_metrics, load_metric
 
-NAMES = ["accuracy", "bleu", "chrf", "exact_match", "grounding", "key_facts", "macro_f1", "perplexity", "rouge_l",
+NAMES = ["abstention", "accuracy", "bleu", "chrf", "exact_match", "grounding", "key_facts", "macro_f1", "perplexity", "rouge_l",
          "semantic_similarity"]
 
 
@@ -227,3 +227,16 @@ def test_grounding_counts_facts_the_sources_do_not_support(metric):
     assert result["unsupported"] == [1, 0, 0] and result["unsupported_per_answer"] == 1 / 3
     assert result["scores"][:2] == [0.5, 1.0] and math.isnan(result["scores"][2])
     assert result["grounding"] == 3 / 4
+
+
+def test_abstention_scores_the_decision_to_answer_or_abstain(metric):
+    abstain = "I'm sorry, I can't find that in our help articles. Our support team can help: call 1-800-555-0142."
+    result = metric("abstention").compute(
+        predictions=["I don't have information about our CEO.",  # abstains, as it should
+                     "Our CEO is Jane Smith.",                     # invents, should have abstained
+                     "You have 30 days; contact support if unsure.",  # answers, as it should
+                     "I do not know."],                            # abstains on an answerable case
+        references=[abstain, abstain, "You have 30 days to return it.", "Refunds take 5 business days."])
+    assert result["abstained"] == [1, 0, 0, 1] and result["expected"] == [1, 1, 0, 0]
+    assert result["scores"] == [1.0, 0.0, 1.0, 0.0] and result["abstention"] == 0.5
+    assert result["abstention_rate"] == 0.5 and result["false_abstention_rate"] == 0.5

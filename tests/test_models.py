@@ -20,7 +20,7 @@ def test_missing_model_lists_what_was_tried(tmp_path):
     with pytest.raises(ModelNotFoundError) as err:
         resolve_base(str(tmp_path / "nowhere"))
     message = str(err.value)
-    assert "not found. Tried:" in message and "does not exist" in message and "embedded model" in message
+    assert "not found. Tried:" in message and "does not exist" in message and "catalog model" in message
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelNotFoundError, match="no config.json inside"):

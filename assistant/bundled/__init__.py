@@ -1,7 +1,8 @@
-"""Files the package reads at run time that live at the top of the repository: the prompt templates and the
-metric modules.
+"""Files the package reads at run time that live at the top of the repository: the prompt templates, the
+metric modules and the licences of the catalog's base models.
 
-``prompts`` and ``metrics`` here are relative symbolic links to ``prompts/`` and ``eval/metrics/``, so the
+``prompts``, ``metrics`` and ``licenses`` here are relative symbolic links to ``prompts/``, ``eval/metrics/``
+and ``licenses/``, so the
 repository keeps its documented layout while the files sit inside the package. A checkout or an editable
 install reads the folders themselves through the links; building a wheel copies the files (package data in
 pyproject.toml), so ``pip install .`` into any environment carries them. Nothing is imported from here: read

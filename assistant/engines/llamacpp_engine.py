@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from assistant.artifacts import cache_dir, fingerprint
-from assistant.config import EMBEDDED_BASE, ServingSettings, Variant
+from assistant.config import ServingSettings, Variant
 from assistant.engines import Completion, Engine, EngineError, Sampling, cpu_threads, cut_text
 
 
@@ -39,41 +39,49 @@ def given_gguf(variant: Variant) -> Path | None:
 
 def gguf_source(variant: Variant) -> str | None:
     """Where this variant's base GGUF would come from, without writing anything: 'file' (``serving.gguf``,
-    or the embedded model, written once from its converted folder in seconds), 'convert' (another local
-    Llama-architecture folder, written once), or None when llama.cpp cannot run this base here."""
-    from assistant.models import embedded_gguf_path, resolve_base, shared_tokenizer
+    a GGUF base or a catalog model: served as it is, or for the embedded model written once as Q8_0 in
+    seconds), 'convert' (another local folder of an architecture we export, written once), or None when
+    llama.cpp cannot run this base here."""
+    from assistant.models import resolve_base, shared_tokenizer
 
     try:
         if given_gguf(variant) is not None:
             return "file"
-        if variant.model.base == EMBEDDED_BASE:
-            return "file" if embedded_gguf_path() is not None else None
-        if not resolve_base(variant.model.base).local:
+        source = resolve_base(variant.model.base, convert=False)
+        if source.gguf:
+            return "file"
+        if not source.local:
             return None  # a hub id: its files may not be on this machine; use serving.gguf
         config = shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[1]
     except Exception:
         return None
-    from assistant.export import ExportError, check_llama
+    from assistant.export import ExportError, check_exportable
 
     try:
-        check_llama(config)
+        check_exportable(config)
     except ExportError:
         return None
     return "convert"
 
 
 def base_gguf(variant: Variant) -> Path:
-    """The base's GGUF file: ``serving.gguf``, else one written once into the cache from the base's
-    safetensors folder (for the embedded model, the folder converted from its own GGUF). Written as
-    ``serving.gguf_type``: Q8_0 by default, which prefills 1.5x faster than the package's Q4_1 file on
-    this CPU at the same decode speed (bench/RESULTS.md)."""
+    """The base's GGUF file: ``serving.gguf``; else a GGUF base's own file, served as it is; else one written
+    once into the cache from the base's safetensors folder as ``serving.gguf_type``. The embedded model is
+    written that way too, from the folder converted from its Q4_1 file: Q8_0 prefills 1.5x faster than Q4_1
+    on this CPU at the same decode speed (bench/RESULTS.md)."""
+    from assistant.catalog import catalog_model
     from assistant.export import ExportError, base_to_gguf
     from assistant.models import resolve_base
 
     given = given_gguf(variant)
     if given is not None:
         return given
-    source = resolve_base(variant.model.base)
+    source = resolve_base(variant.model.base, convert=False)
+    entry = catalog_model(variant.model.base)
+    if source.gguf and (entry is None or entry.llamacpp_file == "as_is"):
+        return Path(source.gguf)
+    if source.gguf:
+        source = resolve_base(variant.model.base)  # the converted folder, written from it below
     if not source.local:
         raise EngineError(f"engine 'llamacpp' needs a GGUF file for {variant.model.base!r}: set serving.gguf "
                           "(llama.cpp's convert_hf_to_gguf.py writes one)")
@@ -99,6 +107,27 @@ def adapter_gguf(folder: Path, variant: Variant) -> Path:
     if not out.is_file():
         config = shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[1]
         adapter_to_gguf(folder, config, out)
+    return out
+
+
+def merged_gguf(variant: Variant) -> Path:
+    """The base GGUF with the variant's adapter folded into its weights, written once into the cache and named
+    by both the base file's and the adapter's content: as large as the base and as fast, with no LoRA work
+    per token (``export.merge_into_gguf``)."""
+    from assistant.export import ExportError, merge_into_gguf
+    from assistant.models import shared_tokenizer
+
+    base = base_gguf(variant)
+    adapter = variant.resolve(variant.model.adapter)
+    digest = fingerprint(adapter, suffixes=(".safetensors", ".json"))
+    out = cache_dir() / "gguf" / f"merged-{adapter.name}-{fingerprint(base)[:12]}-{digest[:12]}.gguf"
+    if not out.is_file():
+        print(f"Merging {adapter.name} into {base.name} once: {out} ...", flush=True)
+        config = shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[1]
+        try:
+            merge_into_gguf(base, adapter, config, out)
+        except ExportError as exc:
+            raise EngineError(str(exc)) from None
     return out
 
 

@@ -262,13 +262,13 @@ def answer_cases(
             for start in range(0, len(missing), suite.batch_size):
                 chunk = missing[start : start + suite.batch_size]
                 replies = bot.reply_batch([suite.cases[i].messages for i in chunk], batch_size=len(chunk))
-                generated_seconds += replies[0].seconds
+                generated_seconds += max(r.seconds for r in replies)  # the batch's time (abstentions: 0)
                 for i, reply in zip(chunk, replies):
                     case = suite.cases[i]
                     nll, ref_tokens = reference_nll(bot, case.messages, case.reference) if scored else (None, None)
                     record = Answer(case.id, reply.text, reply.new_tokens, reply.prompt_tokens,
                                     [p.cite() for p in reply.passages], nll, ref_tokens)
-                    generated_tokens += reply.new_tokens
+                    generated_tokens += 0 if reply.abstained else reply.new_tokens
                     records[i] = record
                     if cache:
                         cache.put(weights, key, case.case_hash(), dataclasses.asdict(record))

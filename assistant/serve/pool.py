@@ -26,10 +26,12 @@ class ServedBots:
         arena: name -> variant for the Arena tab.
         extra: more variants for the API only.
         engine: engine for all of them (None: each variant's ``serving.engine``).
+        merge: on llama.cpp, serve the chat variant's adapter folded into a copy of its base (bare decode
+            speed); the arena and the API's other variants keep per-request LoRA on the shared base.
     """
 
-    def __init__(self, chat, arena: dict, extra: list, engine: str | None = None):
-        self.chat = Bot(chat, engine)
+    def __init__(self, chat, arena: dict, extra: list, engine: str | None = None, merge: bool = True):
+        self.chat = Bot(chat, engine, merged=merge)
         self.arena = {name: Bot(v, engine) for name, v in arena.items()}
         extras = [Bot(v, engine) for v in extra]
         self.api = {b.variant.name: b for b in [self.chat, *self.arena.values(), *extras]}
@@ -38,9 +40,9 @@ class ServedBots:
 
     @classmethod
     def from_files(cls, chat_file: Path, arena_files: list[str], api_files: list[str], overrides: list[str],
-                   engine: str | None = None) -> "ServedBots":
+                   engine: str | None = None, merge: bool = True) -> "ServedBots":
         return cls(load_variant(chat_file, overrides), arena_variants(arena_files, chat_file, overrides),
-                   [load_variant(Path(f), overrides) for f in api_files], engine)
+                   [load_variant(Path(f), overrides) for f in api_files], engine, merge)
 
     @property
     def engines(self) -> list[str]:

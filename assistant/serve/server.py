@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="generation engine for every served variant (default: each variant's serving.engine, "
                         "'auto': llama.cpp on the CPU for a base with a GGUF file, vLLM on a GPU when installed, "
                         "else transformers)")
+    parser.add_argument("--unmerged", action="store_true",
+                        help="on llama.cpp, serve the chat variant's adapter per request on the shared base instead "
+                        "of from a copy of the base with the adapter folded in (written once; bare decode speed)")
     parser.add_argument("--no-preload", action="store_true",
                         help="load the model on the first message instead of right after start-up")
     return parser.parse_args(argv)
@@ -81,7 +84,8 @@ def build_server(args: argparse.Namespace):
 
     import_model_libraries()  # before any thread loads a model: concurrent lazy imports can fail
     path, why = served_variant_file(args.variant, Path(args.reports))
-    served = ServedBots.from_files(path, args.arena, args.api_variant, args.overrides, args.engine)
+    served = ServedBots.from_files(path, args.arena, args.api_variant, args.overrides, args.engine,
+                                   merge=not args.unmerged)
     variant = served.chat.variant
     print(f"serving {variant.name} ({variant.variant_hash()}) from {path}: {why}", file=sys.stderr)
     if served.arena:
