@@ -27,9 +27,19 @@ def test_documents_and_sizes():
     assert len(rows("eval.jsonl")) >= 80
 
 
+def test_unanswerable_cases_abstain_in_their_reference_and_nowhere_else():
+    from assistant.facts import abstains
+
+    unanswerable = [c for c in rows("eval.jsonl") if "unanswerable" in c["tags"]]
+    assert len(unanswerable) >= 20
+    assert all(abstains(c["reference"]) == ("unanswerable" in c["tags"]) for c in rows("eval.jsonl"))
+    assert all(abstains(r["messages"][-1]["content"]) for r in rows("unanswerable-train.jsonl"))
+    assert not any(abstains(m["content"]) for r in rows("train.jsonl") for m in r["messages"] if m["role"] == "assistant")
+
+
 def test_training_conversations_alternate_and_every_customer_message_is_labelled():
     seen = set()
-    for row in rows("train.jsonl"):
+    for row in rows("train.jsonl") + rows("unanswerable-train.jsonl"):
         roles = [m["role"] for m in row["messages"]]
         assert roles == ["user", "assistant"] * (len(roles) // 2), row["id"]
         for m in row["messages"]:
@@ -42,13 +52,19 @@ def test_training_conversations_alternate_and_every_customer_message_is_labelled
 
 
 def test_eval_cases_paraphrase_training_questions_without_copying():
-    train = {row["id"]: row for row in rows("train.jsonl")}
+    """Answerable cases paraphrase a training question; unanswerable ones (their answer is in no document)
+    ask about topics no training question covers, so they test whether abstaining generalises."""
+    train = {row["id"]: row for row in rows("train.jsonl") + rows("unanswerable-train.jsonl")}
     train_questions = {re.sub(r"\W+", " ", m["content"].lower()).strip()
                        for row in train.values() for m in row["messages"] if m["role"] == "user"}
     for case in rows("eval.jsonl"):
         question = case["messages"][0]["content"]
         assert case["reference"].strip() and case["intent"] in INTENTS and case["sentiment"] in SENTIMENTS
         assert re.sub(r"\W+", " ", question.lower()).strip() not in train_questions, case["id"]
+        if "unanswerable" in case["tags"]:
+            assert "paraphrase_of" not in case
+            assert max(len(words(question) & words(q)) / len(words(question) | words(q)) for q in train_questions) < 0.6
+            continue
         original = train[case["paraphrase_of"]]["messages"][0]["content"]
         a, b = words(question), words(original)
         assert len(a & b) / len(a | b) < 0.6, case["id"]

@@ -314,6 +314,9 @@ def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_m
     assert "significant" in markdown and result.winner in markdown
     assert "## Predicted labels" in markdown and "| reference | 1 | 2 | 1 | 0 |" in markdown
     assert "## Facts" in markdown and "contradicted facts per answer" in markdown
+    assert "## Quality and cost" in markdown and (folder / "cost.png").stat().st_size > 10_000
+    for run in result.runs.values():  # the probe streamed a case before the batches: both speeds measured
+        assert run.cost["first_token_seconds"] > 0 and run.cost["decode_tokens_per_second"] > 0
 
     winner = yaml.safe_load((folder / "winner.yaml").read_text())
     assert winner["variant_hash"] == result.runs[result.winner].variant_hash and winner["suite"] == "tiny"
@@ -331,6 +334,52 @@ def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_m
     again = load_winner(moved / folder.name / "winner.yaml")
     if again.context.documents:
         assert again.resolve(again.context.documents) == (tmp_path / "elsewhere" / "docs").resolve()
+
+
+def test_frontier_and_the_winner_within_a_budget():
+    import math
+
+    from assistant.evaluation.cost import Budget, VariantCost, budget_winner, frontier
+
+    # (quality, cost): b is cheaper than a at the same quality, d is beaten by c on both, e was not measured
+    points = {"a": (0.5, 3.0), "b": (0.5, 2.0), "c": (0.8, 4.0), "d": (0.7, 5.0), "e": (0.9, math.nan)}
+    assert sorted(frontier(points)) == ["b", "c"]
+    assert sorted(frontier({n: (-q, c) for n, (q, c) in points.items()}, higher_is_better=False)) == ["b", "c"]
+
+    def cost(decode, first, minutes):
+        return VariantCost(10.0, decode, first, 1.0, minutes)
+
+    costs = {"big": cost(8.0, 6.0, 60.0), "mid": cost(25.0, 2.5, 0.0), "small": cost(80.0, 1.0, 30.0)}
+    ranking = ["big", "mid", "small"]
+    assert budget_winner(ranking, costs, None) == "big"
+    budget = Budget(min_decode_tokens_per_second=20, max_first_token_seconds=3)
+    assert budget.misses(costs["big"]) == ["8 decode tokens/s (at least 20)", "6 s to the first token (at most 3)"]
+    assert budget_winner(ranking, costs, budget) == "mid"
+    assert budget_winner(ranking, costs, Budget(max_training_minutes=10)) == "mid"
+    assert budget_winner(ranking, costs, Budget(max_first_token_seconds=0.1)) == "big"  # none fits: the best
+    assert Budget(max_first_token_seconds=3).misses(cost(30.0, math.nan, 0.0))  # unmeasured is not within
+
+
+def test_a_budget_picks_the_winner_and_the_report_says_what_more_would_buy(tmp_path, tiny_model_dir):
+    """A budget in the suite file is read and checked; with the best variant's first token over the limit,
+    the other one wins, and the report says what the bigger budget would buy."""
+    from assistant.evaluation.cost import Budget, VariantCost
+    from assistant.evaluation.report import cost_section, winner_sentence
+    from assistant.settings_reader import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown budget limit 'max_speed'"):
+        load_suite(write_suite(tmp_path, tiny_model_dir, extra="budget: {max_speed: 3}"))
+    suite = load_suite(write_suite(tmp_path, tiny_model_dir, extra="budget: {max_first_token_seconds: 2}"))
+    assert suite.budget == Budget(max_first_token_seconds=2.0)
+    result = evaluate_suite(suite, cache=AnswerCache(tmp_path / "cache"), quiet=True)
+    best, other = result.ranking
+    result.costs = {best: VariantCost(50.0, 40.0, 3.5, 1.0, 0.0), other: VariantCost(50.0, 40.0, 0.5, 1.0, 0.0)}
+    from assistant.evaluation.cost import budget_winner
+
+    result.winner = budget_winner(result.ranking, result.costs, suite.budget)
+    assert result.winner == other
+    assert winner_sentence(result).startswith(f"**{other}** wins within the cost budget (first token ≤ 2 s)")
+    assert f"A bigger budget would buy **{best}**" in "\n".join(cost_section(result))
 
 
 def test_latest_winner_skips_suites_that_opt_out_and_edited_files(tmp_path):

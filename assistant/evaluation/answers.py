@@ -149,6 +149,11 @@ class MemorySampler:
             self._thread.join()
 
 
+def _median(values: list[float]) -> float:
+    finite = sorted(v for v in values if math.isfinite(v))
+    return finite[len(finite) // 2] if finite else math.nan
+
+
 def reference_nll(bot, history: list[dict[str, str]], reference: str) -> tuple[float, int]:
     """Summed negative log-likelihood (nats) of the reference answer, and its token count, under the
     variant: the served prompt, then the reference as the model's reply (end-of-turn marker included)."""
@@ -168,16 +173,22 @@ def reference_nll(bot, history: list[dict[str, str]], reference: str) -> tuple[f
     return float(nll), int(keep.sum())
 
 
-def first_token_seconds(bot, history: list[dict[str, str]]) -> float:
-    """Seconds from the request to the first streamed piece of the answer (prompt building included);
-    the stream is closed right after, which stops generation."""
+def stream_timing(bot, history: list[dict[str, str]]) -> tuple[float, float]:
+    """Streams one answer: seconds from the request to its first piece (prompt building included), and the
+    single-stream decode speed after it in tokens/s (nan for an answer of one token or an abstention)."""
+    stats: dict[str, Any] = {}
     started = time.perf_counter()
-    _, stream = bot.start(history)
-    try:
-        next(stream, None)
-        return time.perf_counter() - started
-    finally:
-        stream.close()
+    prepared, stream = bot.start(history, stats=stats)
+    first = None
+    for _ in stream:
+        if first is None:
+            first = time.perf_counter()
+    ended = time.perf_counter()
+    if first is None:
+        return math.nan, math.nan
+    tokens = stats.get("new_tokens", 0)
+    decode = (tokens - 1) / (ended - first) if tokens > 1 and ended > first and prepared.abstention is None else math.nan
+    return first - started, decode
 
 
 @dataclass
@@ -259,6 +270,11 @@ def answer_cases(
     if missing:
         generated_tokens, generated_seconds = 0, 0.0
         with MemorySampler(device) as memory:
+            # Timed first, one at a time and streamed, before the batches: a prompt the engine has just
+            # answered would come back from its cache and time the cache, not the prefill.
+            bot.engine.warm()
+            probe = suite.cost_probe if record_cost else 0
+            timings = [stream_timing(bot, case.messages) for case in suite.cases[:probe]]
             for start in range(0, len(missing), suite.batch_size):
                 chunk = missing[start : start + suite.batch_size]
                 replies = bot.reply_batch([suite.cases[i].messages for i in chunk], batch_size=len(chunk))
@@ -273,12 +289,11 @@ def answer_cases(
                     if cache:
                         cache.put(weights, key, case.case_hash(), dataclasses.asdict(record))
                 progress(len(chunk))
-            probe = suite.cost_probe if record_cost else 0
-            first_tokens = [first_token_seconds(bot, case.messages) for case in suite.cases[:probe]]
         cost = {
             "tokens_per_second": generated_tokens / generated_seconds if generated_seconds else math.nan,
             "batch_size": suite.batch_size,
-            "first_token_seconds": sorted(first_tokens)[len(first_tokens) // 2] if first_tokens else math.nan,
+            "first_token_seconds": _median([first for first, _ in timings]),
+            "decode_tokens_per_second": _median([decode for _, decode in timings]),
             "peak_memory_bytes": memory.peak,
             "device": device,
             "engine": bot.engine_name,

@@ -4,6 +4,7 @@
         report.md       headline table, significance of every difference, cost, a few answers
         report.html     the same, self-contained (chart inlined), with every case's answers side by side
         metrics.png     each metric per variant with 95% confidence intervals
+        cost.png        quality against each cost (first token, decode time, training), frontier drawn
         results.jsonl   one row per (case, variant): answer, reference, per-case scores
         winner.yaml     the winning variant, complete, with paths relative to this folder
 
@@ -13,6 +14,7 @@ The folder is built under a temporary name and renamed into place, so a report i
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import math
@@ -38,6 +40,7 @@ METRIC_TITLES = {
     "macro_f1": "Macro-F1",
     "key_facts": "Key-fact recall",
     "grounding": "Grounding",
+    "abstention": "Abstention (right decisions)",
 }
 
 
@@ -113,6 +116,14 @@ def winner_sentence(result: SuiteResult) -> str:
     suite = result.suite
     if len(result.ranking) < 2:
         return f"Only one variant was evaluated: **{result.winner}**."
+    if result.winner != result.ranking[0]:
+        best = result.ranking[0]
+        pair = (best, result.winner) if (best, result.winner) in result.comparisons[suite.primary] else (result.winner, best)
+        c = result.comparisons[suite.primary][pair]
+        gap = c.difference.value if pair[0] == best else -c.difference.value
+        return (f"**{result.winner}** wins within the cost budget ({suite.budget.describe()}). {best} ranks first on "
+                f"{_title(suite.primary)} ({gap:+.3f}, {'significant' if c.significant else 'not significant'}, "
+                f"p = {_p(c.p_value)}) but misses the budget: {'; '.join(suite.budget.misses(result.costs[best]))}.")
     first, second = result.ranking[:2]
     pair = (first, second) if (first, second) in result.comparisons[suite.primary] else (second, first)
     c = result.comparisons[suite.primary][pair]
@@ -218,6 +229,7 @@ def write_report(result: SuiteResult, reports: Path | None = None, now: float | 
 
     def build(staging: Path) -> None:
         plot_metrics(result, staging / "metrics.png")
+        plot_cost(result, staging / "cost.png")
         rows = results_rows(result)
         with open(staging / "results.jsonl", "w", encoding="utf-8") as handle:
             for row in rows:
@@ -245,6 +257,7 @@ def write_winner(result: SuiteResult, path: Path, final_folder: Path, stamp: str
         "cases": len(suite.cases),
         "ranking": result.ranking,
         "summary": winner_sentence(result).replace("**", ""),
+        "budget": {f: v for f, v in dataclasses.asdict(suite.budget).items() if v is not None} if suite.budget else {},
         "variant_hash": run.variant_hash,
         "variant_parts": run.variant.hash_parts(),
         "engine": run.engine,
@@ -298,6 +311,8 @@ def render_markdown(result: SuiteResult, stamp: str) -> str:
                 "answer names; '(none)' when it names none), against the reference labels.", "",
                 _markdown_table(*label_table(result)), ""]
     out += facts_section(result)
+    out += abstention_section(result)
+    out += cost_section(result)
     out += probe_markdown(result.probe, result.ranking)
     if result.judged:
         out += ["## Judge", "", _markdown_table(*judge_table(result)), "",
@@ -356,6 +371,138 @@ def facts_section(result: SuiteResult) -> list[str]:
     return lines + [""]
 
 
+def cost_rows(result: SuiteResult) -> tuple[list[str], list[list[str]]]:
+    """Quality against cost, per variant: the primary metric, what serving and training cost, whether the
+    variant is on a frontier (no other variant is better on quality and cheaper on that cost), and whether
+    it fits the budget."""
+    from assistant.evaluation.cost import frontier
+
+    suite, costs = result.suite, result.costs
+    quality = {n: result.scores[n][suite.primary].estimate.value for n in result.ranking}
+    higher = _direction(suite.primary).startswith("higher")
+    fronts = {axis: frontier({n: (quality[n], value(costs[n])) for n in result.ranking}, higher)
+              for axis, value in COST_AXES.items()}
+    header = ["Variant", _title(suite.primary), "Decode tokens/s (1 stream)", "First token", "Tokens/s (batched)",
+              "Peak memory", "Training minutes", "On the frontier of"]
+    if suite.budget and suite.budget.is_set():
+        header.append(f"Budget ({suite.budget.describe()})")
+    rows = []
+    for name in result.ranking:
+        c, e = costs[name], result.scores[name][suite.primary].estimate
+        row = [f"**{name}**" if name == result.winner else name, f"{_fmt(e.value)} [{_fmt(e.low)}, {_fmt(e.high)}]",
+               _fmt(c.decode_tokens_per_second, 1), f"{_fmt(c.first_token_seconds, 2)} s", _fmt(c.tokens_per_second, 1),
+               f"{_fmt(c.peak_memory_gib, 2)} GiB", _fmt(c.training_minutes, 1),
+               ", ".join(axis for axis, names in fronts.items() if name in names) or "-"]
+        if suite.budget and suite.budget.is_set():
+            misses = suite.budget.misses(c)
+            row.append("within" if not misses else "over: " + "; ".join(misses))
+        rows.append(row)
+    return header, rows
+
+
+COST_AXES = {
+    "first token": lambda c: c.first_token_seconds,
+    "decode time": lambda c: 1 / c.decode_tokens_per_second if c.decode_tokens_per_second > 0 else math.nan,
+    "training": lambda c: c.training_minutes,
+}
+"""The costs a frontier is drawn against (lower is cheaper): seconds to the first token, seconds per decoded
+token, minutes of training."""
+
+
+def cost_section(result: SuiteResult) -> list[str]:
+    suite = result.suite
+    lines = ["## Quality and cost", "",
+             "What each variant costs: single-stream decode speed and time to the first token (median over the "
+             f"{suite.cost_probe} probe cases, streamed one at a time before the batches), batched throughput, the "
+             "process's peak memory while it answered, and the minutes its adapter took to train (from the "
+             "adapter's card; a DPO adapter adds its SFT start's). A variant is on a frontier when no other "
+             "variant is both at least as good on the primary metric and cheaper on that cost.", "",
+             _markdown_table(*cost_rows(result)), "", "![quality against cost](cost.png)", ""]
+    if suite.budget and suite.budget.is_set():
+        best = result.ranking[0]
+        if best == result.winner:
+            lines += [f"The best variant on {_title(suite.primary)}, **{best}**, is within the budget "
+                      f"({suite.budget.describe()}): a bigger budget would buy nothing more on this suite.", ""]
+        else:
+            c = result.costs[best]
+            lines += [f"Within the budget ({suite.budget.describe()}) the winner is **{result.winner}**. A bigger "
+                      f"budget would buy **{best}**: {_title(suite.primary)} "
+                      f"{result.scores[best][suite.primary].estimate.value:.3f} against "
+                      f"{result.scores[result.winner][suite.primary].estimate.value:.3f}, at "
+                      f"{_fmt(c.decode_tokens_per_second, 1)} decode tokens/s, {_fmt(c.first_token_seconds, 2)} s "
+                      f"to the first token and {_fmt(c.training_minutes, 1)} training minutes.", ""]
+    return lines
+
+
+def plot_cost(result: SuiteResult, path: Path) -> None:
+    """Quality (the primary metric, with its interval) against each cost, one panel per cost, the frontier
+    drawn through the variants no other beats on both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from assistant.evaluation.cost import frontier
+
+    suite, names = result.suite, result.ranking
+    higher = _direction(suite.primary).startswith("higher")
+    units = {"first token": "seconds to the first token", "decode time": "seconds per decoded token (1 stream)",
+             "training": "training minutes"}
+    fig, axes = plt.subplots(1, len(COST_AXES), figsize=(5 * len(COST_AXES), 4.2), squeeze=False)
+    for ax, (axis, value) in zip(axes[0], COST_AXES.items()):
+        points = {n: (result.scores[n][suite.primary].estimate.value, value(result.costs[n])) for n in names}
+        front = sorted(frontier(points, higher), key=lambda n: points[n][1])
+        for n in names:
+            e = result.scores[n][suite.primary].estimate
+            x = points[n][1]
+            if not math.isfinite(x):
+                continue
+            ax.errorbar([x], [e.value], yerr=[[e.value - e.low], [e.high - e.value]], fmt="o", capsize=3,
+                        color="tab:red" if n in front else "tab:gray")
+            ax.annotate(n + (" (winner)" if n == result.winner else ""), (x, e.value), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+        if len(front) > 1:
+            ax.plot([points[n][1] for n in front], [points[n][0] for n in front], "--", color="tab:red", lw=1)
+        ax.set_xlabel(units[axis], fontsize=8)
+        ax.set_ylabel(f"{_title(suite.primary)} ({_direction(suite.primary)})", fontsize=8)
+        ax.set_title(f"frontier: {axis}", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{suite.name}: quality against cost (red: on the frontier)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def abstention_section(result: SuiteResult) -> list[str]:
+    """How often each variant abstains where it should (cases whose reference abstains) and where it
+    should not (the answerable ones), with 95% intervals."""
+    if "abstention" not in result.suite.metrics:
+        return []
+    from assistant.stats import bootstrap_ci, mean_of
+
+    rounds = result.suite.bootstrap_rounds
+    header = ["Variant", "Right decisions", "Abstains on unanswerable cases", "Abstains on answerable cases (false)"]
+    rows = []
+    for name in result.ranking:
+        scores = result.scores[name]["abstention"]
+        abstained, expected = scores.extra["abstained"], scores.extra["expected"]
+        cells = [name, _ci(scores.estimate)]
+        for want in (1, 0):
+            picked = [a for a, e in zip(abstained, expected) if e == want]
+            cells.append(f"{_ci(bootstrap_ci(mean_of(picked), len(picked), rounds))} ({sum(picked)}/{len(picked)})"
+                         if picked else "n/a")
+        rows.append(cells)
+    return ["## Abstention", "", "Cases whose reference answer abstains (their answer is in no document) call "
+            "for the bot to say it does not know; the others call for an answer. An answer abstains when it "
+            "declines for want of information (rules in `assistant/facts.py`). Intervals: 95% bootstrap.", "",
+            _markdown_table(header, rows), ""]
+
+
+def _ci(estimate) -> str:
+    return f"{estimate.value:.2f} [{estimate.low:.2f}, {estimate.high:.2f}]"
+
+
 def label_table(result: SuiteResult) -> tuple[list[str], list[list[str]]]:
 
     labels = result.suite.labels
@@ -411,6 +558,9 @@ def render_html(result: SuiteResult, stamp: str, rows: list[dict], chart: Path) 
                       _html_table(COMPARISON_HEADER, comparison_rows(result, metric)), "</details>"]
     if any(m in LABEL_METRICS for m in suite.metrics):
         parts += ["<h2>Predicted labels</h2>", _html_table(*label_table(result))]
+    cost_image = base64.b64encode((chart.parent / "cost.png").read_bytes()).decode()
+    parts += ["<h2>Quality and cost</h2>", _html_table(*cost_rows(result)),
+              f"<img alt='quality against cost' src='data:image/png;base64,{cost_image}'>"]
     if result.judged:
         parts += ["<h2>Judge</h2>", _html_table(*judge_table(result))]
     parts.append(f"<h2>Every case ({len(suite.cases)})</h2>")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.evaluation.answers import AnswerCache, VariantRun, answer_cases
+from assistant.evaluation.cost import VariantCost, budget_winner
 from assistant.evaluation.judge import judge_runs
 from assistant.evaluation.scoring import MetricScores, rank_variants, score_run
 from assistant.evaluation.suite import Suite
@@ -22,10 +23,14 @@ class SuiteResult:
     """metric -> (variant A, variant B) -> Comparison, for every ordered pair A before B."""
     judged: dict[str, dict[str, Any]]
     winner: str
+    """The best variant within the suite's cost budget (the best overall when it has none)."""
     ranking: list[str]
+    """Every variant, best first on quality alone."""
     seconds: float
     probe: dict[str, Any] = field(default_factory=dict)
     """variant name -> ProbeResult of the counterfactual probe, when it ran."""
+    costs: dict[str, VariantCost] = field(default_factory=dict)
+    """variant name -> what it costs to serve and to train."""
 
 
 def evaluate_suite(suite: Suite, cache: AnswerCache | None = None, quiet: bool = False,
@@ -70,5 +75,6 @@ def evaluate_suite(suite: Suite, cache: AnswerCache | None = None, quiet: bool =
         with tqdm(total=copies * len(runs), desc="counterfactual probe", unit="answer", disable=quiet) as bar:
             probed = run_probe(suite, runs, cache, probe, engine, bar.update)
     ranking = rank_variants(suite, runs, scores)
-    return SuiteResult(suite, runs, scores, comparisons, judged, ranking[0], ranking,
-                       time.perf_counter() - started, probed)
+    costs = {name: VariantCost.of(run) for name, run in runs.items()}
+    return SuiteResult(suite, runs, scores, comparisons, judged, budget_winner(ranking, costs, suite.budget), ranking,
+                       time.perf_counter() - started, probed, costs)

@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 from assistant.config import Variant
 from assistant.data import jsonl_rows
+from assistant.evaluation.cost import BUDGET_FIELDS, Budget
 from assistant.messages import message_problems
 from assistant.settings_reader import ConfigError, read_settings_file
 from assistant.variants import load_variant
@@ -46,7 +47,10 @@ SUITE_FIELDS = {
     "reports": "Folder for reports (default: eval/reports next to the suite's folder).",
     "serve": "Whether the app may serve this suite's winner by default (false for classifiers).",
     "bootstrap_rounds": "Resamples for confidence intervals and paired tests.",
-    "cost_probe": "Cases answered one at a time, streamed, to time the first token.",
+    "cost_probe": "Cases answered one at a time, streamed, to time the first token and single-stream decode.",
+    "budget": "Cost budget for the winner: min_decode_tokens_per_second, max_first_token_seconds, "
+              "min_tokens_per_second, max_training_minutes. The winner is the best variant within it; the report "
+              "says what a bigger budget would buy.",
 }
 
 
@@ -194,6 +198,7 @@ class Suite:
     serve: bool = True
     bootstrap_rounds: int = 2000
     cost_probe: int = 3
+    budget: Budget | None = None
 
     def variant(self, name: str) -> SuiteVariant:
         for v in self.variants:
@@ -232,6 +237,7 @@ def load_suite(path: str | Path, only: Iterable[str] = (), limit: int | None = N
             fields.problems.append(str(exc))
     numbers = {key: fields.whole_number(key, default, lowest)
                for key, default, lowest in (("batch_size", 8, 1), ("bootstrap_rounds", 2000, 100), ("cost_probe", 3, 0))}
+    budget = _budget(fields)
     if fields.problems:
         raise SuiteError(f"{path}: {len(fields.problems)} problem(s):\n  " + "\n  ".join(fields.problems))
     if only:
@@ -239,7 +245,7 @@ def load_suite(path: str | Path, only: Iterable[str] = (), limit: int | None = N
     reports = (fields.root / data["reports"]).resolve() if data.get("reports") else _default_reports(fields.root)
     return Suite(data.get("name") or path.stem, path.resolve(), fields.cases_file, cases, variants, metrics, primary,
                  secondary, labels, numbers["batch_size"], fields.limit, judge, reports, bool(data.get("serve", True)),
-                 numbers["bootstrap_rounds"], numbers["cost_probe"])
+                 numbers["bootstrap_rounds"], numbers["cost_probe"], budget)
 
 
 class _Fields:
@@ -378,6 +384,26 @@ def _default_reports(root: Path) -> Path:
         if folder.name == "eval":
             return folder / "reports"
     return root / "reports"
+
+
+def _budget(fields: _Fields) -> Budget | None:
+    data = fields.data.get("budget")
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        fields.problem("budget", "'budget' must be a mapping of limits, e.g. {max_first_token_seconds: 3}")
+        return None
+    values, wrong = {}, False
+    for key, value in data.items():
+        if key not in BUDGET_FIELDS:
+            fields.problem("budget", f"unknown budget limit {key!r} (known: {', '.join(sorted(BUDGET_FIELDS))})")
+            wrong = True
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            fields.problem("budget", f"budget {key!r} must be a number of at least 0")
+            wrong = True
+        else:
+            values[key] = float(value)
+    return None if wrong else Budget(**values)
 
 
 def _judge(data: Any, variants: list[SuiteVariant], root: Path, where: str) -> JudgeSettings:
