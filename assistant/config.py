@@ -161,6 +161,9 @@ class Variant(FileSettings):
         data = self.to_dict()
         data.pop("name")
         data.pop("serving")  # how answers are generated, not what the model is asked
+        for section, key in ADDED_SETTINGS:  # at their default, they leave earlier variants' hashes as they were
+            if data[section][key] == getattr(type(getattr(self, section))(), key):
+                del data[section][key]
         m, p, c = data["model"], data["prompt"], data["context"]
         if m["adapter"]:
             m["adapter"] = fingerprint(self.resolve(m["adapter"]), suffixes=(".safetensors", ".bin"))
@@ -175,6 +178,11 @@ class Variant(FileSettings):
         import yaml
 
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+ADDED_SETTINGS = [("context", "min_relevance")]
+"""Settings added after variants were first hashed: left out of the hash while at their default, so that
+every variant written before them (reports' winners, adapters' variant files, feedback rows) keeps its hash."""
 
 
 def _template_identity(variant: Variant) -> str:

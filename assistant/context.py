@@ -143,3 +143,16 @@ def trim_history(
         start += 1
         while start < len(history) - 1 and history[start]["role"] != "user":
             start += 1
+
+
+def cited_numbers(answer: str, count: int) -> list[int]:
+    """The passage numbers an answer cites as [n] (as support-cited.j2 asks), in order of first citation,
+    among 1..count; [1, 3] and [1][3] both cite 1 and 3."""
+    import re
+
+    found: list[int] = []
+    for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", answer):
+        for number in (int(n) for n in re.split(r"\s*,\s*", group)):
+            if 1 <= number <= count and number not in found:
+                found.append(number)
+    return found

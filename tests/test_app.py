@@ -132,3 +132,18 @@ def test_evaluation_tab_shows_the_latest_servable_report():
     assert chart is not None and chart.endswith("metrics.png")
     assert "report.html" in text
     assert ui.latest_report(None) == ("_No evaluation report yet. Run `assistant eval eval/suites/<suite>.yaml`._", None)
+
+
+def test_the_sources_footer_lists_what_the_answer_cites():
+    """Citation mode: an answer that cites [n] gets only those sources under it; one that cites nothing gets
+    every retrieved passage, as before."""
+    from assistant.context import Passage, cited_numbers
+    from assistant.serve import ui
+
+    passages = [Passage("returns.md", "Returns > Window", "30 days."), Passage("refunds.md", "Refunds", "5 days."),
+                Passage("warranty.md", "Warranty", "2 years.")]
+    assert cited_numbers("You have 30 days [1]. Refunds take 5 days [2, 1]; see [7].", 3) == [1, 2]
+    footer, panel = ui.format_sources(passages, "Refunds take 5 days [2].")
+    assert footer == ui.SOURCES_MARK + "[2] refunds.md - Refunds"
+    assert ui.format_sources(passages, "Refunds take 5 days.")[0].count("[") == 3
+    assert panel.count("**[") == 3  # the panel always shows every passage the model saw

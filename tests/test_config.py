@@ -145,3 +145,16 @@ def test_dpo_config_problems_are_reported_together(tmp_path):
         load_dpo_settings(path)
     for expected in ("start_from:", "pairs:", "beta: must be above 0", "max_length: must be at least 1", "name: 'a b'"):
         assert expected in str(err.value)
+
+
+def test_a_setting_added_later_leaves_older_hashes_alone_at_its_default():
+    """Committed winners and adapters were hashed before context.min_relevance existed: at its default it is
+    not part of the hash (so they still load), and set it changes the hash like any setting."""
+    from assistant.config import ADDED_SETTINGS, Variant
+
+    variant = Variant()
+    assert all(key not in variant._hashed_settings()[section] for section, key in ADDED_SETTINGS)
+    changed = Variant()
+    changed.context.min_relevance = 0.3
+    assert changed._hashed_settings()["context"]["min_relevance"] == 0.3
+    assert changed.variant_hash() != variant.variant_hash()

@@ -43,11 +43,15 @@ def to_model_history(chat: list[dict]) -> list[dict[str, str]]:
     return out
 
 
-def format_sources(passages) -> tuple[str, str]:
-    """A one-line citation footer for the answer and a Markdown panel with the passages' text."""
+def format_sources(passages, answer: str = "") -> tuple[str, str]:
+    """A one-line citation footer for the answer and a Markdown panel with the passages' text. When the answer
+    cites passages as [n], the footer lists the cited ones only; otherwise every retrieved passage."""
+    from assistant.context import cited_numbers
+
     if not passages:
         return "", "_No passages retrieved for this message._"
-    footer = SOURCES_MARK + "; ".join(f"[{i}] {p.cite()}" for i, p in enumerate(passages, 1))
+    cited = cited_numbers(answer, len(passages)) or range(1, len(passages) + 1)
+    footer = SOURCES_MARK + "; ".join(f"[{i}] {passages[i - 1].cite()}" for i in cited)
     panel = "\n\n".join(f"**[{i}] {p.cite()}**\n\n{p.text}" for i, p in enumerate(passages, 1))
     return footer, panel
 
@@ -105,12 +109,13 @@ def chat_tab(bot, store, limits) -> None:
             prepared, stream = bot.start(history)
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
-        footer, panel = format_sources(prepared.passages)
+        panel = format_sources(prepared.passages)[1]
         text = ""
         for piece in stream:
             text += piece
             shown[-1] = {"role": "assistant", "content": text}
             yield "", shown, panel
+        footer = "" if prepared.abstention is not None else format_sources(prepared.passages, text)[0]
         shown[-1] = {"role": "assistant", "content": text.strip() + footer}
         yield "", shown, panel
 
