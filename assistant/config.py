@@ -3,7 +3,7 @@
 Defaults live in the dataclasses below. A YAML file only sets values; ``--set key=value`` on the command
 line overrides the file. Unknown keys and wrong types are rejected at once, every problem in one message,
 before any model is loaded (the reading and type checks are in ``settings_reader.py``; training and DPO
-settings in ``train_config.py``).
+settings in ``training/config.py``).
 
 A variant has a stable hash over everything that changes what the model sees or says (not its display
 name), so that evaluation caches, feedback rows and reports can name a configuration exactly.

@@ -24,7 +24,7 @@ from assistant.data import DataError, jsonl_rows
 from assistant.engines import Engine, Sampling, cut_at_stop, resolve_engine, shared_engine
 from assistant.engines.transformers_engine import end_of_turn_ids  # noqa: F401  (re-exported)
 from assistant.messages import message_problems
-from assistant.models import LoadedBase, attach_adapter, shared_base, shared_tokenizer
+from assistant.models.loading import LoadedBase, attach_adapter, shared_base, shared_tokenizer
 from assistant.prompts import PromptTemplate, find_template, render_messages
 from assistant.retrieval import Retriever
 
@@ -152,7 +152,7 @@ class Bot:
             if self._engine is None:
                 m = self.variant.model
                 if self.merged:
-                    from assistant.engines.llamacpp_engine import merged_gguf
+                    from assistant.models.export import merged_gguf
 
                     serving = dataclasses.replace(self.variant.serving, gguf=str(merged_gguf(self.variant)))
                     engine = shared_engine(dataclasses.replace(self.variant, serving=serving), self.engine_name)

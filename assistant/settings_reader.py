@@ -2,7 +2,7 @@
 problem, and the attribute docstrings that document each setting (for ``--help`` and commented YAML).
 
 Nothing here knows which settings exist: the dataclasses in ``config.py`` (a variant) and
-``train_config.py`` (training and DPO runs) say that, and their loaders use these functions.
+``training/config.py`` (training and DPO runs) say that, and their loaders use these functions.
 """
 
 from __future__ import annotations

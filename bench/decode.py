@@ -3,7 +3,7 @@
 Method
 ------
 Each configuration of the embedded model (SmolLM2-135M-Instruct) is loaded with
-``assistant.models.load_base`` and timed with Hugging Face ``model.generate`` directly: greedy, batch 1,
+``assistant.models.loading.load_base`` and timed with Hugging Face ``model.generate`` directly: greedy, batch 1,
 under ``torch.inference_mode()``, with the library's default thread count.
 
 * Decode throughput. From the same short chat prompt, generation is timed once for 1 new token
@@ -56,7 +56,7 @@ import torch
 import transformers
 from transformers.utils import logging as hf_logging
 
-from assistant.models import load_base
+from assistant.models.loading import load_base
 
 MODEL = "smollm2-135m-instruct"
 

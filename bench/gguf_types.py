@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/gguf_types.py [--repeats 3]
 
-The package's own Q4_1 file against Q8_0, F16 (and F32) files written by ``assistant.export.base_to_gguf`` from
+The package's own Q4_1 file against Q8_0, F16 (and F32) files written by ``assistant.models.export.base_to_gguf`` from
 the converted safetensors folder. Each type: llama.cpp in process (xllamacpp), 2 threads, a 500-token
 prompt of support documents with prompt caching off, 64 new tokens with end-of-turn ignored; llama.cpp's
 own timings (prompt tokens/s, predicted tokens/s). Nothing else may run on the machine meanwhile.
@@ -26,8 +26,8 @@ def main() -> int:
 
     from assistant.config import EMBEDDED_BASE
     from assistant.engines import cpu_threads
-    from assistant.export import base_to_gguf
-    from assistant.models import embedded_gguf_path, resolve_base
+    from assistant.models.export import base_to_gguf
+    from assistant.models.loading import embedded_gguf_path, resolve_base
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed requests per type (default 3)")

@@ -77,7 +77,7 @@ def main() -> int:
         trained = yaml.safe_load((folder / "card.yaml").read_text())["training"]
         if args.keep:
             from assistant.artifacts import publish_atomically
-            from assistant.train_config import load_train_config
+            from assistant.training.config import load_train_config
 
             config = load_train_config(args.config, args.overrides)
             target = config.resolve(config.output_dir) / folder.name

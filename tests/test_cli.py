@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from assistant.cli import main
+from assistant.cli.parser import main
 from assistant.settings_reader import setting_docs
-from assistant.train_config import DpoSettings, LoraSettings, TaskSettings, TrainConfig, TrainingSettings
+from assistant.training.config import DpoSettings, LoraSettings, TaskSettings, TrainConfig, TrainingSettings
 from tests.conftest import ROOT
 
 TRAINING_SECTIONS = {"": TrainConfig, "tasks[].": TaskSettings, "lora.": LoraSettings, "training.": TrainingSettings}
@@ -51,7 +51,7 @@ def test_sweep_help_lists_every_training_setting(capsys):
 @pytest.fixture
 def dpo_runs(monkeypatch, tmp_path):
     """The settings each `train --method dpo` call would train with (nothing trains)."""
-    import assistant.dpo
+    import assistant.training.dpo
 
     seen: list[DpoSettings] = []
 
@@ -60,7 +60,7 @@ def dpo_runs(monkeypatch, tmp_path):
         (tmp_path / "README.md").write_text("a DPO adapter\n")
         return tmp_path
 
-    monkeypatch.setattr(assistant.dpo, "train_dpo", fake_train_dpo)
+    monkeypatch.setattr(assistant.training.dpo, "train_dpo", fake_train_dpo)
     monkeypatch.chdir(ROOT)
     return seen
 

@@ -51,7 +51,7 @@ def test_every_adapter_variant_loads(folder):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_config_loads(name):
-    from assistant.train_config import load_dpo_settings, load_train_config
+    from assistant.training.config import load_dpo_settings, load_train_config
 
     path = ROOT / "configs" / name
     if name.endswith("-train.yaml"):

@@ -120,7 +120,7 @@ def test_hash_follows_file_contents_not_path_spelling(tmp_path):
 
 
 def test_dpo_config_paths_resolve_against_its_folder_and_overrides_win(tmp_path):
-    from assistant.train_config import load_dpo_settings
+    from assistant.training.config import load_dpo_settings
 
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "dpo.yaml").write_text("start_from: ../adapters/sft\npairs: pairs.jsonl\nmax_length: 256\n")
@@ -132,7 +132,7 @@ def test_dpo_config_paths_resolve_against_its_folder_and_overrides_win(tmp_path)
 
 
 def test_dpo_config_problems_are_reported_together(tmp_path):
-    from assistant.train_config import load_dpo_settings
+    from assistant.training.config import load_dpo_settings
 
     path = tmp_path / "bad.yaml"
     path.write_text("max_length: long\ncolour: red\n")

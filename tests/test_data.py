@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.cli import main
+from assistant.cli.parser import main
 from assistant.data import near_duplicate_pairs, read_jsonl
 
 GOOD = {"messages": [{"role": "user", "content": "Where is my order number 5512?"},

@@ -25,7 +25,7 @@ def test_demo_adapter_is_committed_and_self_describing():
 
 
 def test_demo_adapter_loads_with_transformers_and_peft_only():
-    from assistant.models import resolve_base
+    from assistant.models.loading import resolve_base
 
     location = resolve_base("smollm2-135m-instruct").location
     code = (f"import sys; from transformers import AutoModelForCausalLM; from peft import PeftModel; "
@@ -47,7 +47,7 @@ def test_demo_adapter_beats_the_base_on_held_out_answers():
     base = bot.base
 
     def mean_loss(adapter_name):
-        from assistant.models import use_adapter
+        from assistant.models.loading import use_adapter
 
         total, count = 0.0, 0
         with base.lock, use_adapter(base, adapter_name) as model, torch.inference_mode():

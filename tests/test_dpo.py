@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from assistant.data import DataError
-from assistant.dpo import read_pairs, render_pairs, train_dpo
-from assistant.train_config import DpoSettings
+from assistant.training.config import DpoSettings
+from assistant.training.dpo import read_pairs, render_pairs, train_dpo
 
 PAIRS = [
     ("How many days to return a grinder?", "You have 30 days.", "Shipping to Canada takes five days."),
@@ -77,7 +77,7 @@ def margin(variant, rows) -> float:
     import torch
 
     from assistant.generate import Bot
-    from assistant.models import use_adapter
+    from assistant.models.loading import use_adapter
 
     bot = Bot(variant)
     base = bot.base
@@ -133,7 +133,7 @@ def test_dpo_moves_the_policy_towards_chosen_answers_and_is_a_variant(sft_adapte
 def test_votes_to_export_to_dpo_to_an_evaluation_report(sft_adapter, tiny_model_dir, tmp_path):
     """The whole loop through the command line: arena votes and thumbs in the store, `feedback export`,
     `train --method dpo`, and the new adapter evaluated beside the one it started from."""
-    from assistant.cli import main
+    from assistant.cli.parser import main
     from assistant.evaluation import AnswerCache, evaluate_suite, load_suite
     from assistant.evaluation.report import write_report
     from assistant.feedback import FeedbackStore, Shown

@@ -108,7 +108,7 @@ def test_gguf_lora_refuses_what_llamacpp_cannot_apply(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from assistant.export import ExportError, adapter_to_gguf
+    from assistant.models.export import ExportError, adapter_to_gguf
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
@@ -180,7 +180,7 @@ def test_openai_engine_talks_to_a_real_openai_compatible_server(tiny_model_dir, 
 
     import xllamacpp
 
-    from assistant.engines.llamacpp_engine import base_gguf
+    from assistant.models.export import base_gguf
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -223,7 +223,7 @@ def test_export_verb_writes_gguf_and_merged_folders_tied_to_the_adapter(tiny_mod
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from assistant.cli import main
+    from assistant.cli.parser import main
 
     variant = tmp_path / "variant.yaml"
     variant.write_text(yaml.safe_dump({"name": "tuned", "model": {"base": str(tiny_model_dir), "quantization": "none",
@@ -261,7 +261,7 @@ def test_an_adapter_merged_into_a_gguf_base_computes_what_the_unmerged_lora_does
     import numpy as np
     from transformers import AutoConfig
 
-    from assistant.export import base_to_gguf, lora_tensors, merge_into_gguf
+    from assistant.models.export import base_to_gguf, lora_tensors, merge_into_gguf
 
     monkeypatch.setenv("ASSISTANT_CACHE", str(tmp_path / "cache"))
     folder, lora = tiny_models[architecture]

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assistant import models
 from assistant.evaluation import (
     AnswerCache,
     SuiteError,
@@ -23,6 +22,7 @@ from assistant.evaluation import (
 )
 from assistant.evaluation.judge import Judge
 from assistant.evaluation.suite import JudgeSettings
+from assistant.models import loading as models
 
 QUESTIONS = [
     ("How many days do I have to return a grinder?", "You have 30 days to return it.", "returns"),
@@ -153,7 +153,7 @@ def test_missing_variant_file_and_documents_are_reported(tmp_path, tiny_model_di
 
 
 def test_eval_cli_exits_2_with_the_file_and_line(tmp_path, tiny_model_dir, capsys):
-    from assistant.cli import main
+    from assistant.cli.parser import main
 
     write_cases(tmp_path / "cases.jsonl", [{"question": "Q1"}])
     path = write_suite(tmp_path, tiny_model_dir)

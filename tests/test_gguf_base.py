@@ -15,7 +15,7 @@ QUESTION = [{"role": "user", "content": "How many days to return a grinder?"}]
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def gguf_base(request, tiny_model_dir, tiny_qwen2_dir, tmp_path_factory):
     """(the tiny model's folder, the same model written as an F32 GGUF file)."""
-    from assistant.export import base_to_gguf
+    from assistant.models.export import base_to_gguf
 
     folder = {"llama": tiny_model_dir, "qwen2": tiny_qwen2_dir}[request.param]
     out = tmp_path_factory.mktemp("gguf") / f"tiny-{request.param}.gguf"
@@ -31,7 +31,7 @@ def _variant(base, engine):
 def test_a_gguf_base_converts_once_with_its_tokenizer_and_chat_template(gguf_base, tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 
-    from assistant.models import resolve_base, shared_tokenizer
+    from assistant.models.loading import resolve_base
 
     folder, gguf = gguf_base
     monkeypatch.setenv("ASSISTANT_CACHE", str(tmp_path / "cache"))
@@ -51,7 +51,7 @@ def test_a_gguf_base_answers_like_its_folder_on_both_engines(gguf_base, tmp_path
     """The converted copy answers exactly as the original folder on transformers; llama.cpp, serving the file
     itself, gives the same next-token log-probabilities (within its F16 KV cache's rounding: greedy answers
     of a random model can part at a near tie)."""
-    from assistant.engines.llamacpp_engine import base_gguf
+    from assistant.models.export import base_gguf
     from tests.test_engines import _llamacpp_logprobs, _transformers_logprobs
 
     folder, gguf = gguf_base
@@ -68,7 +68,7 @@ def test_a_gguf_base_answers_like_its_folder_on_both_engines(gguf_base, tmp_path
 
 
 def test_a_missing_gguf_file_says_so(tmp_path):
-    from assistant.models import ModelNotFoundError, resolve_base
+    from assistant.models.loading import ModelNotFoundError, resolve_base
 
     with pytest.raises(ModelNotFoundError, match="GGUF file .* does not exist"):
         resolve_base(str(tmp_path / "nowhere.gguf"))

@@ -78,7 +78,7 @@ def test_cli_info_describes_the_resolved_model():
 
 
 def test_two_first_runs_at_once_convert_the_cache_safely(tmp_path):
-    code = ("from assistant.models import resolve_base; from transformers import AutoConfig; "
+    code = ("from assistant.models.loading import resolve_base; from transformers import AutoConfig; "
             "s = resolve_base('smollm2-135m-instruct'); AutoConfig.from_pretrained(s.location); print(s.location)")
     env = {**os.environ, "ASSISTANT_CACHE": str(tmp_path)}
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

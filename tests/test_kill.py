@@ -177,7 +177,7 @@ def _any_checkpoint(folder: Path) -> bool:
 @pytest.mark.integration
 def test_killed_first_run_conversion_is_redone_whole(tmp_path):
     cache = tmp_path / "cache"
-    command = [sys.executable, "-c", "from assistant.models import resolve_base; "
+    command = [sys.executable, "-c", "from assistant.models.loading import resolve_base; "
                "print(resolve_base('smollm2-135m-instruct').location)"]
     env = {"ASSISTANT_CACHE": str(cache)}
     rng = random.Random(3)

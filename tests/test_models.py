@@ -6,7 +6,7 @@ import time
 import pytest
 
 from assistant.artifacts import publish_atomically
-from assistant.models import ModelNotFoundError, embedded_gguf_path, load_base, resolve_base, shared_base
+from assistant.models.loading import ModelNotFoundError, embedded_gguf_path, load_base, resolve_base, shared_base
 from tests.conftest import ROOT
 
 

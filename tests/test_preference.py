@@ -5,7 +5,7 @@ import json
 import pytest
 
 from assistant.data import DataError
-from assistant.preference import Scored, best_and_worst, score_answer, training_questions
+from assistant.training.preference import Scored, best_and_worst, score_answer, training_questions
 
 REFERENCE = "Opened grinders are accepted within 30 days with a 15% restocking fee."
 PROMPT = "Passage: opened grinders can be returned within 30 days; a 15% restocking fee applies."
@@ -52,7 +52,7 @@ def test_training_questions_are_every_answered_user_turn(tmp_path):
 
 def test_sampling_on_the_tiny_model_is_repeatable_and_keeps_the_higher_score(tiny_variant, tmp_path):
     from assistant.generate import Bot
-    from assistant.preference import sample_pairs
+    from assistant.training.preference import sample_pairs
 
     path = tmp_path / "train.jsonl"
     rows = [{"messages": [{"role": "user", "content": f"How long do refunds take for order {i}?"},

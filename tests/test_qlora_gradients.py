@@ -9,8 +9,8 @@ through the NF4 model with those of the same model holding the dequantized weigh
 import pytest
 import torch
 
-from assistant.models import disable_cpu_4bit_repacking, load_base, repacked_4bit_layers
-from assistant.train_config import ALL_LINEAR
+from assistant.models.loading import disable_cpu_4bit_repacking, load_base, repacked_4bit_layers
+from assistant.training.config import ALL_LINEAR
 
 
 def nf4_and_reference(tiny_model_dir):
@@ -85,7 +85,7 @@ def test_guard_turns_off_repacking_on_an_avx512_bf16_cpu(tiny_model_dir):
 def test_training_fails_loudly_if_a_layer_is_repacked(tiny_model_dir):
     import bitsandbytes as bnb
 
-    from assistant.train import RepackGuard
+    from assistant.training.sft import RepackGuard
 
     model = load_base(str(tiny_model_dir), quantization="nf4", device="cpu").model
     layer = next(m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))

@@ -10,7 +10,7 @@ import yaml
 
 from assistant.generate import Bot
 from assistant.settings_reader import ConfigError
-from assistant.train_config import load_train_config
+from assistant.training.config import load_train_config
 from tests.conftest import ROOT
 
 INTENTS = ["returns", "shipping", "billing"]
@@ -50,7 +50,7 @@ def workspace(tmp_path, tiny_model_dir):
 
 def test_training_example_is_the_served_prompt_plus_the_answer(workspace):
     from assistant.generate import IGNORE
-    from assistant.train_data import serving_variant
+    from assistant.training.data import serving_variant
 
     config = load_train_config(workspace / "train.yaml")
     bot = Bot(serving_variant(config))
@@ -66,7 +66,7 @@ def test_training_example_is_the_served_prompt_plus_the_answer(workspace):
 
 
 def test_mixture_weights_are_copies_per_epoch(workspace):
-    from assistant.train_data import prepare_data, serving_variant
+    from assistant.training.data import prepare_data, serving_variant
 
     config = load_train_config(workspace / "train.yaml")
     data = prepare_data(config, serving_variant(config))
@@ -76,8 +76,8 @@ def test_mixture_weights_are_copies_per_epoch(workspace):
 
 
 def test_preflight_estimate_counts_steps_and_uses_the_measured_speed(workspace):
-    from assistant.train import StepTiming, estimate
-    from assistant.train_data import prepare_data, serving_variant
+    from assistant.training.data import prepare_data, serving_variant
+    from assistant.training.sft import StepTiming, estimate
 
     config = load_train_config(workspace / "train.yaml")  # max_steps 8, batches of 4 over a 54-example mixture
     data = prepare_data(config, serving_variant(config))
@@ -93,7 +93,7 @@ def test_preflight_estimate_counts_steps_and_uses_the_measured_speed(workspace):
 
 
 def test_data_check_with_a_config_prints_the_counts_and_a_measured_preflight(workspace, capsys):
-    from assistant.cli import main
+    from assistant.cli.parser import main
 
     assert main(["data", "check", "--config", str(workspace / "train.yaml"), "--set", "training.max_steps=4"]) == 0
     out = capsys.readouterr().out
@@ -108,8 +108,8 @@ def test_train_changes_only_lora_weights_and_writes_a_complete_adapter(workspace
     import torch
     from safetensors.torch import load_file
 
-    from assistant.train import build_model, train
-    from assistant.train_data import serving_variant
+    from assistant.training.data import serving_variant
+    from assistant.training.sft import build_model, train
 
     config = load_train_config(workspace / "train.yaml")
     _, fresh = build_model(config, serving_variant(config))
@@ -159,7 +159,7 @@ def test_train_changes_only_lora_weights_and_writes_a_complete_adapter(workspace
 def test_adapter_loads_in_a_fresh_process_with_transformers_and_peft_only(workspace):
     from transformers import TrainerCallback
 
-    from assistant.train import train
+    from assistant.training.sft import train
 
     class Seen(TrainerCallback):
         steps: list = []
@@ -180,7 +180,7 @@ def test_adapter_loads_in_a_fresh_process_with_transformers_and_peft_only(worksp
 
 
 def test_served_adapter_variant_answers_from_the_adapter(workspace):
-    from assistant.train import train
+    from assistant.training.sft import train
     from assistant.variants import load_variant
 
     folder = train(load_train_config(workspace / "train.yaml"), quiet=True)
@@ -193,7 +193,7 @@ def test_served_adapter_variant_answers_from_the_adapter(workspace):
 
 def test_existing_adapter_is_not_overwritten_by_accident(workspace):
     from assistant.data import DataError
-    from assistant.train import train
+    from assistant.training.sft import train
 
     config = load_train_config(workspace / "train.yaml", ["training.max_steps=2", "training.eval_every=2"])
     train(config, quiet=True)
@@ -203,7 +203,7 @@ def test_existing_adapter_is_not_overwritten_by_accident(workspace):
 
 
 def test_bad_data_stops_before_the_model_loads_and_writes_nothing(workspace):
-    from assistant.cli import main
+    from assistant.cli.parser import main
 
     with open(workspace / "train.jsonl", "a") as handle:
         handle.write('{"messages": [{"role": "assistant", "content": "hi"}]}\n')
@@ -224,7 +224,7 @@ def test_train_config_errors_are_reported_together(tmp_path):
 
 
 def test_overrides_on_the_command_line(workspace):
-    from assistant.cli_train import dotted_overrides
+    from assistant.cli.train import dotted_overrides
 
     overrides = dotted_overrides(["--training.learning_rate", "1e-4", "--lora.r=8", "--name", "x2"])
     config = load_train_config(workspace / "train.yaml", overrides)
@@ -260,7 +260,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(workspace):
 
 
 def test_random_sweep_keeps_only_the_best_trial(workspace, capsys):
-    from assistant.cli import main
+    from assistant.cli.parser import main
 
     config = yaml.safe_load((workspace / "train.yaml").read_text())
     config["search"] = {"training.learning_rate": "loguniform 1e-4 3e-2", "lora.r": "choice 2 4"}
@@ -334,7 +334,7 @@ class _Diverge:
 
 
 def test_early_stopping_ends_a_diverging_run_and_keeps_the_best_checkpoint(workspace):
-    from assistant.train import train
+    from assistant.training.sft import train
 
     config = load_train_config(workspace / "train.yaml", ["training.max_steps=30", "training.eval_every=2",
                                                            "training.patience=1"])
@@ -352,7 +352,7 @@ def test_early_stopping_ends_a_diverging_run_and_keeps_the_best_checkpoint(works
 def test_early_stopping_counts_only_evaluations_that_carry_its_metric():
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from assistant.train_callbacks import EarlyStopping
+    from assistant.training.callbacks import EarlyStopping
 
     args = TrainingArguments(output_dir="unused", metric_for_best_model="eval_support_loss", greater_is_better=False,
                              load_best_model_at_end=True, eval_strategy="steps", save_strategy="steps", use_cpu=True)
@@ -375,7 +375,7 @@ def test_early_stopping_counts_only_evaluations_that_carry_its_metric():
 
 
 def test_resume_skips_a_checkpoint_left_half_written(tmp_path):
-    from assistant.train import _last_checkpoint
+    from assistant.training.sft import _last_checkpoint
 
     for step, complete in ((3, True), (6, True), (9, False)):
         folder = tmp_path / f"checkpoint-{step}"
@@ -417,7 +417,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_from_it(workspace):
 
 
 def test_resume_with_nothing_to_resume_says_so(workspace, capsys):
-    from assistant.cli import main
+    from assistant.cli.parser import main
 
     code = main(["train", str(workspace / "train.yaml"), "--resume", "--quiet"])
     assert code == 2
@@ -428,7 +428,7 @@ def test_resume_with_nothing_to_resume_says_so(workspace, capsys):
 def test_checkpoints_are_also_saved_on_a_time_interval(monkeypatch):
     from transformers import TrainerControl, TrainerState
 
-    from assistant import train_callbacks as training
+    from assistant.training import callbacks as training
 
     clock = [0.0]
     monkeypatch.setattr(training.time, "monotonic", lambda: clock[0])
@@ -453,7 +453,7 @@ def test_answer_only_loss_equals_the_models_own_loss_and_gradients(tiny_model_di
     from transformers import AutoModelForCausalLM
 
     from assistant.generate import IGNORE
-    from assistant.train import answer_only_loss
+    from assistant.training.sft import answer_only_loss
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -481,7 +481,7 @@ def test_answer_only_loss_equals_the_models_own_loss_and_gradients(tiny_model_di
 
 def test_over_length_examples_are_refused_or_cut_in_the_users_message(workspace):
     from assistant.generate import IGNORE
-    from assistant.train_data import fitted, serving_variant
+    from assistant.training.data import fitted, serving_variant
 
     bot = Bot(serving_variant(load_train_config(workspace / "train.yaml")))
     words = [f"w{i}" for i in range(60)]
@@ -501,7 +501,7 @@ def test_over_length_examples_are_refused_or_cut_in_the_users_message(workspace)
         assert ("w0 " in text) == (mode == "user_middle") and ("…" in text) == (mode == "user_middle")
         assert sum(x != IGNORE for x in labels) == answer_tokens  # the answer is learned whole
     with pytest.raises(Exception, match="training.truncate: user_middle or user_left"):
-        from assistant.train_data import prepare_data
+        from assistant.training.data import prepare_data
 
         config = load_train_config(workspace / "train.yaml", ["training.max_seq_len=40"])
         prepare_data(config, serving_variant(config))
@@ -509,7 +509,7 @@ def test_over_length_examples_are_refused_or_cut_in_the_users_message(workspace)
 
 def test_balance_repeats_rarer_labels_up_to_the_most_frequent():
     from assistant.data import describe_labels
-    from assistant.train_data import Example, balanced
+    from assistant.training.data import Example, balanced
 
     labels = ["neutral"] * 2 + ["positive"] * 7 + ["negative"] * 4
     examples = [Example([i], [i], "sentiment", f"f:{i}") for i in range(len(labels))]
@@ -531,9 +531,9 @@ def test_a_run_whose_predictions_collapse_onto_one_label_says_so():
     import torch
 
     from assistant.generate import IGNORE
-    from assistant.train import label_predictions
-    from assistant.train_config import TaskSettings, TrainConfig
-    from assistant.train_data import Example, PreparedData
+    from assistant.training.config import TaskSettings, TrainConfig
+    from assistant.training.data import Example, PreparedData
+    from assistant.training.sft import label_predictions
 
     names = {5: "negative", 6: "neutral", 7: "positive"}
 
@@ -569,8 +569,8 @@ def test_a_run_whose_predictions_collapse_onto_one_label_says_so():
 def test_gradient_checkpointing_gives_the_same_loss_and_adapter_gradients(workspace):
     import torch
 
-    from assistant.train import PadToLongest, answer_only_loss, build_model
-    from assistant.train_data import prepare_data, serving_variant
+    from assistant.training.data import prepare_data, serving_variant
+    from assistant.training.sft import PadToLongest, answer_only_loss, build_model
 
     grads = {}
     for checkpointing in (False, True):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from assistant.config import Variant
-from assistant.engines import Completion, Engine, EngineError, Sampling
+from assistant.engines.base import Completion, Engine, EngineError, Sampling
 
 
 class OpenAIEngine(Engine):
@@ -30,7 +30,7 @@ class OpenAIEngine(Engine):
     def add_adapter(self, folder: Path | None, variant: Variant) -> dict[str, Any]:
         """The model name to ask for (``serving.model_name``, else the adapter folder's name, else the
         base's) and the tokenizer that turns our token ids back into the rendered text."""
-        from assistant.models import shared_tokenizer
+        from assistant.models.loading import shared_tokenizer
 
         name = variant.serving.model_name or (folder.name if folder else variant.model.base)
         return {"model": name, "tokenizer": shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[0]}

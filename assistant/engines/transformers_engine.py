@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from assistant.config import ModelSettings
-from assistant.engines import Completion, Engine, Sampling, cut_text
-from assistant.models import LoadedBase, attach_adapter, shared_base, use_adapter
+from assistant.engines.base import Completion, Engine, Sampling, cut_text
+from assistant.models.loading import LoadedBase, attach_adapter, shared_base, use_adapter
 
 
 def end_of_turn_ids(tokenizer: Any, model: Any = None) -> list[int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from assistant.config import Variant
-from assistant.engines import Completion, Engine, EngineError, Sampling
+from assistant.engines.base import Completion, Engine, EngineError, Sampling
 
 
 class VllmEngine(Engine):
@@ -43,7 +43,7 @@ class VllmEngine(Engine):
     def llm(self) -> Any:
         from vllm import LLM
 
-        from assistant.models import resolve_base
+        from assistant.models.loading import resolve_base
 
         with self._lock:
             if self._llm is None:

@@ -30,7 +30,7 @@ from assistant.evaluation.suite import Suite, SuiteVariant
 
 def weights_fingerprint(variant: Variant) -> str:
     """16 hex digits naming the weights a variant runs: the base's weight files and the adapter's."""
-    from assistant.models import resolve_base
+    from assistant.models.loading import resolve_base
 
     source = resolve_base(variant.model.base)
     parts = [folder_fingerprint(source.location) if source.local else f"hub:{source.location}"]
@@ -41,7 +41,7 @@ def weights_fingerprint(variant: Variant) -> str:
 
 def _legacy_weights_key(variant: Variant) -> str:
     """The weights key answers were cached under before ``assistant.artifacts`` (kept for migration only)."""
-    from assistant.models import resolve_base
+    from assistant.models.loading import resolve_base
 
     def folder_hash(folder: Path) -> str:
         digest = hashlib.sha256()
@@ -160,7 +160,7 @@ def reference_nll(bot, history: list[dict[str, str]], reference: str) -> tuple[f
     import torch
 
     from assistant.generate import IGNORE
-    from assistant.models import use_adapter
+    from assistant.models.loading import use_adapter
 
     ids, labels = bot.encode(history, reference)
     base = bot.base

@@ -76,7 +76,7 @@ def build_server(args: argparse.Namespace):
     from fastapi import FastAPI
 
     from assistant.feedback import FeedbackStore
-    from assistant.models import import_model_libraries
+    from assistant.models.loading import import_model_libraries
     from assistant.serve.api import Guards, Limits, add_openai_routes
     from assistant.serve.pool import ServedBots
     from assistant.serve.ui import build_app

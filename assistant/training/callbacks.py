@@ -93,7 +93,7 @@ class RepackGuard(TrainerCallback):
     ``models.disable_cpu_4bit_repacking``): its gradients would be silently dropped."""
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
-        from assistant.models import repacked_4bit_layers
+        from assistant.models.loading import repacked_4bit_layers
 
         packed = repacked_4bit_layers(model)
         if packed:

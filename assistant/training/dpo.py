@@ -7,7 +7,7 @@
                 -> adapters/<name>/: adapter, variant.yaml, card.yaml, README.md (written atomically)
 
 The result is a variant like any other: the evaluation suite and the arena can compare it with the rest.
-Its settings (``DpoSettings``) are in ``train_config.py``. (Imported only by the train verb: it loads
+Its settings (``DpoSettings``) are in ``config.py``. (Imported only by the train verb: it loads
 transformers and TRL at import.)
 """
 
@@ -26,7 +26,7 @@ from assistant.config import Variant, portable_variant
 from assistant.data import DataError, jsonl_rows
 from assistant.messages import message_problems
 from assistant.settings_reader import ConfigError
-from assistant.train_config import DpoSettings
+from assistant.training.config import DpoSettings
 from assistant.variants import load_variant
 
 
@@ -95,7 +95,7 @@ def train_dpo(settings: DpoSettings, overwrite: bool = False, quiet: bool = Fals
     from trl import DPOConfig, DPOTrainer
 
     from assistant.artifacts import publish_atomically
-    from assistant.models import disable_cpu_4bit_repacking, load_base
+    from assistant.models.loading import disable_cpu_4bit_repacking, load_base
 
     start = settings.resolve(settings.start_from)
     if not (start / "variant.yaml").is_file() or not (start / "adapter_config.json").is_file():

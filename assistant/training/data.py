@@ -18,7 +18,7 @@ from assistant.config import Variant
 from assistant.context import ContextError
 from assistant.data import DataError, Record, check_records, eval_questions, format_problems, read_jsonl, token_stats
 from assistant.generate import IGNORE
-from assistant.train_config import TaskSettings, TrainConfig
+from assistant.training.config import TaskSettings, TrainConfig
 from assistant.variants import load_variant
 
 

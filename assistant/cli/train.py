@@ -1,6 +1,6 @@
 """The training verbs: ``train`` (supervised fine-tuning, or DPO with ``--method dpo``), ``sweep`` and
 ``data check``. Settings come from a YAML file, then ``--set KEY=VALUE`` and ``--KEY VALUE`` overrides on the
-command line; each verb is a thin function over the library, and the parser that calls them is in ``cli.py``.
+command line; each verb is a thin function over the library, and the parser that calls them is in ``parser.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from assistant.data import DataError
 from assistant.settings_reader import ConfigError
-from assistant.train_config import load_dpo_settings, load_train_config
+from assistant.training.config import load_dpo_settings, load_train_config
 
 DPO_SHORTCUTS: dict[str, tuple[str, type, str]] = {
     "start_from": ("--from", str, "ADAPTER"),
@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                           "overridden with --set KEY=VALUE or --section.key VALUE)")
     if not args.config:
         raise ConfigError("train: give a training config (see configs/tidewater-train.yaml), or --method dpo")
-    from assistant.train import TrainingInterrupted, train
+    from assistant.training.sft import TrainingInterrupted, train
 
     overrides = setting_overrides(args) + ([f"name={json.dumps(args.name)}"] if args.name else [])
     config = load_train_config(args.config, overrides)
@@ -84,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if folder is not None:  # None: another process of a multi-process run
         import yaml
 
-        from assistant.card import loss_table
+        from assistant.training.card import loss_table
 
         print(f"adapter written to {folder}\n\nloss on answer tokens (lower is better):")
         print(loss_table(yaml.safe_load((folder / "card.yaml").read_text())))
@@ -101,7 +101,7 @@ def cmd_train_dpo(args: argparse.Namespace) -> int:
     if args.name:
         overrides.append(f"name={json.dumps(args.name)}")
     settings = load_dpo_settings(args.config, overrides)
-    from assistant.dpo import train_dpo
+    from assistant.training.dpo import train_dpo
 
     folder = train_dpo(settings, overwrite=args.overwrite, quiet=args.quiet)
     print(f"adapter written to {folder}\n")
@@ -110,7 +110,7 @@ def cmd_train_dpo(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from assistant.sweep import sweep
+    from assistant.training.search import sweep
 
     folder = sweep(Path(args.config), setting_overrides(args), args.search, args.trials, quiet=args.quiet)
     print(f"best adapter written to {folder}\n")
@@ -142,7 +142,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     leak = []
     for path in args.eval or []:
         leak += eval_questions(Path(path))
-    from assistant.models import shared_tokenizer
+    from assistant.models.loading import shared_tokenizer
 
     tokenizer = shared_tokenizer(args.base)[0]
 
@@ -167,8 +167,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def _check_with_config(args: argparse.Namespace) -> int:
     from assistant.data import describe_labels, label_counts, read_jsonl
-    from assistant.train import estimate, measure_steps
-    from assistant.train_data import prepare_data, serving_variant
+    from assistant.training.data import prepare_data, serving_variant
+    from assistant.training.sft import estimate, measure_steps
 
     config = load_train_config(args.config, setting_overrides(args))
     variant = serving_variant(config)

@@ -1,6 +1,6 @@
 """The verbs that judge variants: ``eval`` (a suite scored side by side, a report and a winner) and
 ``feedback`` (the app's votes as preference pairs or a leaderboard). Each is a thin function over the
-library; the parser that calls them is in ``cli.py``."""
+library; the parser that calls them is in ``parser.py``."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def cmd_feedback_sample(args: argparse.Namespace) -> int:
     answer of a question become a pair; a question whose answers all score the same gives none. The pairs
     (with their scores in 'provenance') feed `assistant train --method dpo --pairs FILE`."""
     from assistant.artifacts import write_jsonl
-    from assistant.preference import sample_pairs
+    from assistant.training.preference import sample_pairs
     from assistant.variants import load_variant
 
     variant = load_variant(args.variant, args.overrides)

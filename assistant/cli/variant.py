@@ -1,5 +1,5 @@
 """The verbs over one variant: ``chat``, ``render``, ``info``, ``variant``, ``export`` and ``serve``.
-Each is a thin function over the library; the parser that calls them is in ``cli.py``."""
+Each is a thin function over the library; the parser that calls them is in ``parser.py``."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     query/key rows in llama.cpp's order), plus base.gguf (unless serving.gguf names the base's file), a
     Modelfile for Ollama and export.yaml, whose hashes tie the files to the adapter's card. 'merged' writes
     the base with the adapter merged in, in full precision, as a Hugging Face folder."""
-    from assistant.export import ExportError, export
+    from assistant.models.export import ExportError, export
 
     source = Path(args.source)
     variant = load_variant(source, args.overrides)

@@ -1,6 +1,6 @@
 """``assistant <verb>``: the command line's parser, one entry per verb, mapped to the thin functions in
-``cli_variant.py`` (chat, render, info, variant, export, serve), ``cli_train.py`` (train, sweep, data check)
-and ``cli_eval.py`` (eval, feedback).
+``variant.py`` (chat, render, info, variant, export, serve), ``train.py`` (train, sweep, data check),
+``evaluate.py`` (eval, feedback) and ``models.py`` (models list, models install) beside it.
 
 User errors (bad settings, a missing model, a broken template) print one message to stderr and exit
 with code 2, without a traceback.
@@ -14,13 +14,14 @@ import os
 import sys
 import textwrap
 
-from assistant.cli_eval import cmd_eval, cmd_feedback_export, cmd_feedback_leaderboard, cmd_feedback_sample
-from assistant.cli_train import add_dpo_shortcuts, cmd_data_check, cmd_sweep, cmd_train
-from assistant.cli_variant import cmd_chat, cmd_export, cmd_info, cmd_render, cmd_serve, cmd_variant
+from assistant.cli.evaluate import cmd_eval, cmd_feedback_export, cmd_feedback_leaderboard, cmd_feedback_sample
+from assistant.cli.models import cmd_models_install, cmd_models_list
+from assistant.cli.train import add_dpo_shortcuts, cmd_data_check, cmd_sweep, cmd_train
+from assistant.cli.variant import cmd_chat, cmd_export, cmd_info, cmd_render, cmd_serve, cmd_variant
 from assistant.config import ENGINES
 from assistant.errors import EXIT_USER_ERROR, USER_ERRORS
-from assistant.settings_reader import ConfigError, settings_help
-from assistant.train_config import DpoSettings, TrainConfig
+from assistant.settings_reader import settings_help
+from assistant.training.config import DpoSettings, TrainConfig
 
 ENGINE_HELP = ("generation engine: auto (default: the variant's serving.engine, itself auto: llamacpp on the CPU "
                "for a base with a GGUF file, vllm on a GPU when installed, else transformers), transformers, "
@@ -50,6 +51,12 @@ def _documented_verb(verbs, name: str, help: str, description: str, *settings: t
                             epilog="\n\n".join(settings_help(title, cls) for title, cls in settings) or None)
 
 
+def _set_option(parser, what: str, example: str = "--set generation.max_new_tokens=64 --set context.top_k=5") -> None:
+    """The --set KEY=VALUE option every verb that reads settings has."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override one setting of the {what}, e.g. {example} (repeatable; values are read as YAML)")
+
+
 def _variant_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("variant")
     group.add_argument(
@@ -58,15 +65,7 @@ def _variant_options(parser: argparse.ArgumentParser) -> None:
         help="variant YAML file (base model, prompt, context, adapter, generation). "
         "Without it: the embedded base model, the plain prompt, no retrieval.",
     )
-    group.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting of the variant, e.g. --set generation.max_new_tokens=64 "
-        "--set context.top_k=5 (repeatable; values are read as YAML)",
-    )
+    _set_option(group, "variant")
     group.add_argument("--base", help="shortcut for --set model.base=...: embedded name, hub id or local folder")
     group.add_argument(
         "--quantization", choices=["nf4", "none"], help="shortcut for --set model.quantization=...: 4-bit NF4 or none"
@@ -79,9 +78,7 @@ def _variant_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _setting_options(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"override one setting of the {what}, e.g. --set training.learning_rate=1e-4 "
-                        "(repeatable; values are read as YAML); --training.learning_rate 1e-4 does the same")
+    _set_option(parser, what, "--set training.learning_rate=1e-4 (or --training.learning_rate 1e-4)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,8 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="folder to write, replaced atomically (default: exports/<adapter>-<to> beside the adapter)")
     exporting.add_argument("--base-type", choices=["q8_0", "f16", "f32"], default="q8_0",
                            help="weight type of base.gguf when one is written (default q8_0)")
-    exporting.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                           help="override a setting of the variant (repeatable)")
+    _set_option(exporting, "variant")
     exporting.set_defaults(run=cmd_export)
 
     feedback = verbs.add_parser("feedback", help="human feedback collected by the app: preference pairs, leaderboard",
@@ -222,8 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
     sample.add_argument("--out", default="feedback/sampled-pairs.jsonl",
                         help="output JSONL (default feedback/sampled-pairs.jsonl)")
-    sample.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting of the variant (repeatable)")
+    _set_option(sample, "variant", "--set serving.parallel=8")
     sample.set_defaults(run=cmd_feedback_sample)
     board = feedback_verbs.add_parser("leaderboard", help="Bradley-Terry ratings from the arena votes",
                                       description="Print the leaderboard the app shows, with vote counts.")
@@ -267,34 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
     _setting_options(check, "training config (with --config)")
     check.set_defaults(run=cmd_data_check)
     return parser
-
-
-def cmd_models_list(args) -> int:
-    from assistant.catalog import catalog_table
-
-    print(catalog_table())
-    return 0
-
-
-def cmd_models_install(args) -> int:
-    from assistant.catalog import CATALOG, install
-
-    names = list(args.names)
-    if args.served:
-        from pathlib import Path
-
-        from assistant.serve.server import REPORTS
-        from assistant.serve.winner import arena_variants, served_variant_file
-        from assistant.variants import load_variant
-
-        path, _ = served_variant_file(None, Path(args.reports) if args.reports else REPORTS)
-        variants = [load_variant(path), *arena_variants([], path, []).values()]
-        names += [v.model.base for v in variants if v.model.base in CATALOG and v.model.base not in names]
-    if not names:
-        raise ConfigError("name a catalog model to install (assistant models list), or give --served")
-    for name in dict.fromkeys(names):
-        install(name)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

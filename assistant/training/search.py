@@ -25,8 +25,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from assistant.settings_reader import ConfigError, apply_overrides
-from assistant.train import run_dir, train
-from assistant.train_config import TrainConfig, load_train_config
+from assistant.training.config import TrainConfig, load_train_config
+from assistant.training.sft import run_dir, train
 
 KINDS = {"uniform": 2, "loguniform": 2, "int": 2, "choice": None}
 

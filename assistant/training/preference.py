@@ -88,12 +88,20 @@ class SampleReport:
     """What a sampling run produced."""
 
     questions: int = 0
+    """Training questions sampled."""
     answers: int = 0
-    pairs: int = 0
+    """Answers sampled, over every question."""
     ties: int = 0
     """Questions whose samples the metrics could not separate (no pair)."""
     chosen_scores: list[int] = field(default_factory=list)
+    """The fact score of each pair's chosen answer."""
     rejected_scores: list[int] = field(default_factory=list)
+    """The fact score of each pair's rejected answer."""
+
+    @property
+    def pairs(self) -> int:
+        """Preference pairs written: one per question whose samples scored differently."""
+        return len(self.chosen_scores)
 
 
 def sample_pairs(
@@ -154,7 +162,6 @@ def sample_pairs(
                                "temperature": temperature, "top_p": top_p, "seed": seed,
                                "chosen_score": _facts(best), "rejected_score": _facts(worst)},
             })
-        report.pairs = len(pairs)
         if progress:
             progress(min(start + batch, len(questions)), len(questions))
     return pairs, report

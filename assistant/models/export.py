@@ -1,5 +1,7 @@
-"""Exports for other engines: a LoRA adapter as a GGUF LoRA (llama.cpp, llama-server, Ollama), a base model
-as a GGUF file, and an adapter merged into its base as a plain Hugging Face folder (vLLM, TGI, Ollama).
+"""Every GGUF file we write or pick, in one place: a LoRA adapter as a GGUF LoRA (llama.cpp, llama-server,
+Ollama), a base model as a GGUF file, an adapter merged into a GGUF base, and which GGUF file a variant runs
+on llama.cpp (written once into the cache); plus an adapter merged into its base as a plain Hugging Face
+folder (vLLM, TGI). The llama.cpp engine imports from here, never the reverse.
 
     assistant export ADAPTER_OR_VARIANT --to gguf|merged [--out DIR]
 
@@ -27,7 +29,9 @@ from typing import Any
 
 import yaml
 
-from assistant.artifacts import file_sha256, fingerprint, publish_atomically, write_atomically
+from assistant.artifacts import cache_dir, file_sha256, fingerprint, publish_atomically, write_atomically
+from assistant.config import Variant
+
 
 class ExportError(ValueError):
     """An adapter or base that cannot be exported as asked; the message says why."""
@@ -400,7 +404,7 @@ def merge_adapter(variant: Any, out: Path) -> Path:
     """
     from peft import PeftModel
 
-    from assistant.models import load_base
+    from assistant.models.loading import load_base
 
     if not variant.model.adapter:
         raise ExportError("this variant has no adapter to merge")
@@ -415,6 +419,102 @@ def merge_adapter(variant: Any, out: Path) -> Path:
     return publish_atomically(out, build, replace=True)
 
 
+# -- the GGUF file a variant runs on llama.cpp ------------------------------------------------------------
+
+
+def given_gguf(variant: Variant) -> Path | None:
+    """The GGUF file named by ``serving.gguf``, if any."""
+    if not variant.serving.gguf:
+        return None
+    path = variant.resolve(variant.serving.gguf)
+    if not path.is_file():
+        raise ExportError(f"serving.gguf: {path} does not exist")
+    return path
+
+
+def gguf_source(variant: Variant) -> str | None:
+    """Where this variant's base GGUF would come from, without writing anything: 'file' (``serving.gguf``,
+    a GGUF base or a catalog model: served as it is, or for the embedded model written once as Q8_0 in
+    seconds), 'convert' (another local folder of an architecture we export, written once), or None when
+    llama.cpp cannot run this base here."""
+    from assistant.models.loading import resolve_base, shared_tokenizer
+
+    try:
+        if given_gguf(variant) is not None:
+            return "file"
+        source = resolve_base(variant.model.base, convert=False)
+        if source.gguf:
+            return "file"
+        if not source.local:
+            return None  # a hub id: its files may not be on this machine; use serving.gguf
+        config = shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[1]
+    except Exception:
+        return None
+    try:
+        check_exportable(config)
+    except ExportError:
+        return None
+    return "convert"
+
+
+def base_gguf(variant: Variant) -> Path:
+    """The base's GGUF file: ``serving.gguf``; else a GGUF base's own file, served as it is; else one written
+    once into the cache from the base's safetensors folder as ``serving.gguf_type``. The embedded model is
+    written that way too, from the folder converted from its Q4_1 file: Q8_0 prefills 1.5x faster than Q4_1
+    on this CPU at the same decode speed (bench/RESULTS.md)."""
+    from assistant.models.catalog import catalog_model
+    from assistant.models.loading import resolve_base
+
+    given = given_gguf(variant)
+    if given is not None:
+        return given
+    source = resolve_base(variant.model.base, convert=False)
+    entry = catalog_model(variant.model.base)
+    if source.gguf and (entry is None or entry.llamacpp_file == "as_is"):
+        return Path(source.gguf)
+    if source.gguf:
+        source = resolve_base(variant.model.base)  # the converted folder, written from it below
+    if not source.local:
+        raise ExportError(f"engine 'llamacpp' needs a GGUF file for {variant.model.base!r}: set serving.gguf, or "
+                          "name the GGUF file as model.base")
+    folder = Path(source.location)
+    kind = variant.serving.gguf_type
+    out = cache_dir() / "gguf" / f"{folder.name}-{fingerprint(folder, suffixes=('.safetensors', '.json'))}-{kind}.gguf"
+    if not out.is_file():
+        print(f"Writing {folder.name} as GGUF ({kind}) once into {out} ...", flush=True)
+        base_to_gguf(folder, out, kind)
+    return out
+
+
+def adapter_gguf(folder: Path, variant: Variant) -> Path:
+    """The adapter as GGUF LoRA, converted once into the cache (named by the adapter's content)."""
+    from assistant.models.loading import shared_tokenizer
+
+    digest = fingerprint(folder, suffixes=(".safetensors", ".json"))
+    out = cache_dir() / "gguf" / f"lora-{folder.name}-{digest}.gguf"
+    if not out.is_file():
+        config = shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[1]
+        adapter_to_gguf(folder, config, out)
+    return out
+
+
+def merged_gguf(variant: Variant) -> Path:
+    """The base GGUF with the variant's adapter folded into its weights, written once into the cache and named
+    by both the base file's and the adapter's content: as large as the base and as fast, with no LoRA work
+    per token (``export.merge_into_gguf``)."""
+    from assistant.models.loading import shared_tokenizer
+
+    base = base_gguf(variant)
+    adapter = variant.resolve(variant.model.adapter)
+    digest = fingerprint(adapter, suffixes=(".safetensors", ".json"))
+    out = cache_dir() / "gguf" / f"merged-{adapter.name}-{fingerprint(base)[:12]}-{digest[:12]}.gguf"
+    if not out.is_file():
+        print(f"Merging {adapter.name} into {base.name} once: {out} ...", flush=True)
+        config = shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[1]
+        merge_into_gguf(base, adapter, config, out)
+    return out
+
+
 # -- the export verb -------------------------------------------------------------------------------------
 
 
@@ -427,8 +527,7 @@ def export(variant: Any, to: str, out: Path, base_type: str = "q8_0") -> Path:
         out: the folder to write (replaced atomically).
         base_type: weight type of a base GGUF written here ('q8_0', 'f16', 'f32').
     """
-    from assistant.engines.llamacpp_engine import given_gguf
-    from assistant.models import resolve_base, shared_tokenizer
+    from assistant.models.loading import resolve_base, shared_tokenizer
 
     if not variant.model.adapter:
         raise ExportError("the variant has no adapter: set model.adapter or export an adapter folder")

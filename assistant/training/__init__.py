@@ -1,0 +1,11 @@
+"""Training adapters, one job per file:
+
+    config.py       the settings of a training run (tasks, LoRA, schedule) and of a DPO run, read from YAML
+    data.py         examples rendered exactly as the variant serves them, validation split, weighted mixture
+    sft.py          supervised fine-tuning (LoRA on an NF4 or full-precision base), the pre-flight estimate
+    callbacks.py    TensorBoard, early stopping, checkpoints on Ctrl-C and on a timer, progress
+    card.py         the self-describing adapter folder, written atomically
+    search.py       hyperparameter search (grid, random) with Optuna
+    dpo.py          preference tuning of an SFT adapter (TRL's DPOTrainer)
+    preference.py   preference pairs without voters: sampled answers ranked by the fact metrics
+"""
