@@ -48,9 +48,15 @@ class PromptSettings:
     variables: dict[str, str] = field(default_factory=dict)
     """Values the template uses, such as persona, tone and company."""
     few_shot: str | None = None
-    """JSONL file of example conversations shown to the model before the real one."""
+    """JSONL file of examples shown to the model before the real conversation, in any documented row format
+    (chat messages, prompt/completion, or text/label)."""
     few_shot_count: int = 0
-    """How many of those examples to include (the first N)."""
+    """How many of those examples to include."""
+    few_shot_selection: Literal["first", "balanced", "dynamic"] = "first"
+    """Which examples: 'first': the first N of the file; 'balanced': taken in turn from each distinct answer
+    (each label, for a classifier), in the file's order; 'dynamic': for every request, the N whose question is
+    most like the user's, found by context.retriever over the file's questions (point few_shot at the
+    training data)."""
 
 
 @dataclass
@@ -180,7 +186,7 @@ class Variant(FileSettings):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-ADDED_SETTINGS = [("context", "min_relevance")]
+ADDED_SETTINGS = [("context", "min_relevance"), ("prompt", "few_shot_selection")]
 """Settings added after variants were first hashed: left out of the hash while at their default, so that
 every variant written before them (reports' winners, adapters' variant files, feedback rows) keeps its hash."""
 

@@ -120,6 +120,37 @@ def _normalise(row, where: str) -> tuple[Record | None, str | None]:
     return None, "unknown row format: expected 'messages', 'prompt'/'completion', or 'text'/'label'"
 
 
+def example_messages(record: Record) -> tuple[list[dict[str, str]], str | None]:
+    """A row of any documented format as one complete example conversation, ending with the answer: chat
+    rows as they are (system messages dropped: the template writes its own), prompt/completion rows as a
+    user and an assistant turn, and {text, label} rows as the text answered with its label. Returns the
+    messages, or a problem when the row is not a complete example."""
+    messages = [m for m in record.messages if m.get("role") != "system"]
+    if len(messages) == 1 and messages[0].get("role") == "user" and record.labels and "label" in record.labels[0]:
+        messages = messages + [{"role": "assistant", "content": record.labels[0]["label"]}]
+    problems = message_problems(messages, last="assistant")
+    return messages, "; ".join(problems) or None
+
+
+def read_examples(path: Path) -> list[tuple[str, list[dict[str, str]]]]:
+    """Every row of a JSONL file in any documented format, as ('file:line', example conversation) pairs.
+
+    Raises:
+        DataError: listing every row that is not valid JSON, of no known format, or not a complete example.
+    """
+    records, problems = read_jsonl(path)
+    examples = []
+    for record in records:
+        messages, problem = example_messages(record)
+        if problem:
+            problems.append(f"{record.where}: not a complete example ({problem})")
+        else:
+            examples.append((record.where, messages))
+    if problems:
+        raise DataError(format_problems(problems))
+    return examples
+
+
 def conversation_problems(record: Record, need_answer: bool = True) -> list[str]:
     """Role, order and content problems of one conversation."""
     return message_problems(record.messages, last="assistant" if need_answer else None)

@@ -19,11 +19,10 @@ from typing import Any, Iterator
 
 from assistant.artifacts import cache_dir
 from assistant.config import Variant
-from assistant.context import ContextError, Passage, load_documents, retrieval_query, trim_history
-from assistant.data import DataError, jsonl_rows
+from assistant.context import Passage, load_documents, retrieval_query, trim_history
+from assistant.data import DataError, read_examples
 from assistant.engines import Engine, Sampling, cut_at_stop, resolve_engine, shared_engine
 from assistant.engines.transformers_engine import end_of_turn_ids  # noqa: F401  (re-exported)
-from assistant.messages import message_problems
 from assistant.models.loading import LoadedBase, attach_adapter, shared_base, shared_tokenizer
 from assistant.prompts import PromptTemplate, find_template, render_messages
 from assistant.retrieval import Retriever
@@ -83,18 +82,21 @@ def shared_retriever(folder: Path, method: str, chunk_words: int) -> Retriever:
         return _RETRIEVERS[key]
 
 
-def load_examples(path: Path, count: int) -> list[list[dict[str, str]]]:
-    """The first ``count`` conversations of a chat JSONL file, as user/assistant messages."""
-    examples = []
-    for where, _, row, problem in jsonl_rows(path):
-        if len(examples) >= count:
-            break
-        messages = row.get("messages") if isinstance(row, dict) and not problem else None
-        problem = problem or "; ".join(message_problems(messages, last="assistant"))
-        if problem:
-            raise ContextError(f"{where}: not a chat example ({problem})")
-        examples.append([{"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"])
-    return examples
+def select_examples(pool: list[list[dict[str, str]]], count: int, how: str) -> list[list[dict[str, str]]]:
+    """The examples a variant shows on every request: the first ``count`` of the pool, or, 'balanced', taken
+    in turn from each distinct answer (label) in the pool's order. ('dynamic' picks per request instead.)"""
+    if how != "balanced":
+        return pool[:count]
+    by_answer: dict[str, list[list[dict[str, str]]]] = {}
+    for example in pool:
+        by_answer.setdefault(example[-1]["content"].strip(), []).append(example)
+    queues = list(by_answer.values())
+    chosen: list[list[dict[str, str]]] = []
+    while len(chosen) < min(count, len(pool)):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return chosen
 
 
 class Bot:
@@ -121,6 +123,8 @@ class Bot:
         self._template: PromptTemplate | None = None
         self._retriever: Retriever | None = None
         self._examples: list | None = None
+        self._example_pool: list | None = None
+        self._example_retriever: Retriever | None = None
         self._load_lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------------------
@@ -139,11 +143,38 @@ class Bot:
         return self._retriever
 
     @property
+    def example_pool(self) -> list:
+        """Every example of the few-shot file, as conversations ending with their answer (any row format)."""
+        if self._example_pool is None:
+            p = self.variant.prompt
+            self._example_pool = [messages for _, messages in read_examples(self.variant.resolve(p.few_shot))] \
+                if p.few_shot and p.few_shot_count else []
+        return self._example_pool
+
+    @property
     def examples(self) -> list:
+        """The examples shown on every request ('first' or 'balanced' selection; none for 'dynamic')."""
         if self._examples is None:
             p = self.variant.prompt
-            self._examples = load_examples(self.variant.resolve(p.few_shot), p.few_shot_count) if p.few_shot else []
+            self._examples = [] if p.few_shot_selection == "dynamic" else select_examples(
+                self.example_pool, p.few_shot_count, p.few_shot_selection)
         return self._examples
+
+    def examples_for(self, history: list[dict[str, str]]) -> list:
+        """The examples for this request: the fixed ones, or with 'dynamic' selection the few-shot file's
+        examples whose first question is most like the conversation's latest messages."""
+        p = self.variant.prompt
+        if p.few_shot_selection != "dynamic" or not self.example_pool:
+            return self.examples
+        with self._load_lock:
+            if self._example_retriever is None:
+                questions = [Passage(f"example {i}", "", next(m["content"] for m in ex if m["role"] == "user"))
+                             for i, ex in enumerate(self.example_pool)]
+                index = cache_dir() / "example-index" / hashlib.sha256(
+                    str(self.variant.resolve(p.few_shot)).encode()).hexdigest()[:16]
+                self._example_retriever = Retriever(questions, self.variant.context.retriever, index=index)
+        found = self._example_retriever.search(retrieval_query(history), p.few_shot_count)
+        return [self.example_pool[int(passage.source.split()[1])] for passage in found]
 
     @property
     def engine(self) -> Engine:
@@ -214,6 +245,7 @@ class Bot:
         tokenizer = self.tokenizer
         ctx = self.variant.context
         found = self.retriever.retrieve(retrieval_query(history), ctx.top_k) if self.retriever else None
+        examples = self.examples_for(history)
         passages = found.passages if found else []
         abstention = None
         if found and ctx.min_relevance is not None and found.relevance < ctx.min_relevance:
@@ -226,7 +258,7 @@ class Bot:
                 kept,
                 variables=self.variant.prompt.variables,
                 passages=passages,
-                examples=self.examples,
+                examples=examples,
             )
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return messages, text, tokenizer(text, add_special_tokens=False)["input_ids"]

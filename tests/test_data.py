@@ -146,3 +146,32 @@ def test_data_helpers_import_without_datasketch():
     code = ("import sys; sys.modules['datasketch'] = None; "  # None: any import of it fails
             "from assistant.data import check_records, eval_questions, jaccard, normalise_text, read_jsonl, shingles")
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, check=True)
+
+
+def test_one_reader_takes_every_row_format_for_examples_and_cases(tmp_path):
+    """Few-shot files and suite cases read chat rows, prompt/completion rows and text/label rows alike, with
+    the same file:line problems."""
+    import json
+
+    from assistant.data import DataError, read_examples
+    from assistant.evaluation.suite import SuiteError, read_cases
+
+    rows = [{"messages": [{"role": "user", "content": "Great blender!"}, {"role": "assistant", "content": "positive"}]},
+            {"prompt": "It broke.", "completion": "negative"},
+            {"text": "It is a blender.", "label": "neutral"}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = [messages for _, messages in read_examples(path)]
+    assert [e[-1]["content"] for e in examples] == ["positive", "negative", "neutral"]
+    assert all([m["role"] for m in e] == ["user", "assistant"] for e in examples)
+    cases = read_cases(path)
+    assert [(c.messages[-1]["content"], c.reference) for c in cases] == [
+        ("Great blender!", "positive"), ("It broke.", "negative"), ("It is a blender.", "neutral")]
+    assert cases[2].label == "neutral"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "no label"}) + "\n" + json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(DataError) as refused:
+        read_examples(bad)
+    assert f"{bad}:1:" in str(refused.value) and f"{bad}:2: not a complete example" in str(refused.value)
+    with pytest.raises(SuiteError, match=f"{bad}:1: a case needs"):
+        read_cases(bad)

@@ -139,3 +139,28 @@ def test_below_min_relevance_the_bot_abstains_without_the_model(tiny_variant):
     assert [r.abstained for r in batch] == [True, False]
     assert batch[0].text == sorry and batch[1].text == answered.text and not answered.abstained
     assert dataclasses.asdict(bot.prepare(ask("Who painted it?")))["abstention"] == sorry
+
+
+def test_few_shot_examples_first_balanced_or_dynamic(tiny_variant, tmp_path):
+    """'first' shows the file's first N, 'balanced' takes them in turn from each answer, 'dynamic' the N
+    whose question is most like the user's, per request, through the variant's retriever."""
+    import json
+
+    rows = [{"text": "The grinder is loud and broke.", "label": "negative"},
+            {"text": "The kettle broke after a week.", "label": "negative"},
+            {"text": "The grinder is a grinder.", "label": "neutral"},
+            {"prompt": "I love the espresso machine.", "completion": "positive"}]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def shown(selection, question="Is the espresso machine good?"):
+        variant = load_variant(tiny_variant.to_dict(), [f"prompt.few_shot={pool}", "prompt.few_shot_count=2",
+                                                        f"prompt.few_shot_selection={selection}",
+                                                        "context.retriever=bm25"])
+        messages = Bot(variant).prepare(ask(question)).messages
+        return [m["content"] for m in messages if m["role"] == "user"][:-1]
+
+    assert shown("first") == ["The grinder is loud and broke.", "The kettle broke after a week."]
+    assert shown("balanced") == ["The grinder is loud and broke.", "The grinder is a grinder."]
+    assert shown("dynamic")[0] == "I love the espresso machine."
+    assert shown("dynamic", "My kettle broke")[0] == "The kettle broke after a week."

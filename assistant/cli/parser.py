@@ -16,12 +16,13 @@ import textwrap
 
 from assistant.cli.evaluate import cmd_eval, cmd_feedback_export, cmd_feedback_leaderboard, cmd_feedback_sample
 from assistant.cli.models import cmd_models_install, cmd_models_list
-from assistant.cli.train import add_dpo_shortcuts, cmd_data_check, cmd_sweep, cmd_train
+from assistant.cli.train import add_dpo_shortcuts, cmd_data_check, cmd_sweep, cmd_train, cmd_tune_prompt
 from assistant.cli.variant import cmd_chat, cmd_export, cmd_info, cmd_render, cmd_serve, cmd_variant
 from assistant.config import ENGINES
 from assistant.errors import EXIT_USER_ERROR, USER_ERRORS
 from assistant.settings_reader import settings_help
 from assistant.training.config import DpoSettings, TrainConfig
+from assistant.training.prompt_search import PromptSearchConfig
 
 ENGINE_HELP = ("generation engine: auto (default: the variant's serving.engine, itself auto: llamacpp on the CPU "
                "for a base with a GGUF file, vllm on a GPU when installed, else transformers), transformers, "
@@ -29,6 +30,8 @@ ENGINE_HELP = ("generation engine: auto (default: the variant's serving.engine, 
 
 TRAINING_SETTINGS_TITLE = ("Settings of a training config (--method sft, and sweep), defaults in parentheses. "
                            "Write them in CONFIG, or override them with --set KEY=VALUE or --KEY VALUE:")
+PROMPT_SEARCH_TITLE = ("Settings of a prompt search config, defaults in parentheses. Write them in CONFIG, or "
+                       "override them with --set KEY=VALUE or --KEY VALUE:")
 DPO_SETTINGS_TITLE = ("Settings of a DPO config (--method dpo), defaults in parentheses. Write them in CONFIG "
                       "(optional with --method dpo), or override them with --set KEY=VALUE, --KEY VALUE or the "
                       "options of the --method dpo group:")
@@ -146,11 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
         (TRAINING_SETTINGS_TITLE, TrainConfig))
     sweep.add_argument("config", help="training YAML file with a `search` section")
     _setting_options(sweep, "config")
-    sweep.add_argument("--search", choices=["grid", "random"], default="random",
-                       help="grid: every combination of 'choice' ranges; random: sample every range (default)")
+    sweep.add_argument("--search", choices=["grid", "random", "tpe"], default="random",
+                       help="grid: every combination of 'choice' ranges; random: sample every range (default); "
+                       "tpe: Optuna's tree-structured Parzen estimator, which samples near the best trials so far")
     sweep.add_argument("--trials", type=int, help="number of trials (random: required; grid: at most the grid size)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bars")
     sweep.set_defaults(run=cmd_sweep)
+
+    tuning = _documented_verb(
+        verbs, "tune-prompt", "search the best prompt (instruction, few-shot examples, retrieval) on a "
+        "development split of the training data", _described(cmd_tune_prompt), (PROMPT_SEARCH_TITLE, PromptSearchConfig))
+    tuning.add_argument("config", help="prompt search YAML file (see configs/sentiment-prompt-search.yaml)")
+    _set_option(tuning, "prompt search", "--set dev_size=150 (or --dev_size 150)")
+    tuning.add_argument("--search", choices=["tpe", "grid", "random"], help="overrides the config's search")
+    tuning.add_argument("--trials", type=int, help="overrides the config's number of trials")
+    tuning.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
+    tuning.add_argument("--overwrite", action="store_true", help="replace an existing result of the same name")
+    tuning.add_argument("--quiet", action="store_true", help="no progress bar")
+    tuning.set_defaults(run=cmd_tune_prompt)
 
     evaluation = verbs.add_parser(
         "eval", help="score prompt-only and tuned variants side by side on held-out cases; write a report and the "
@@ -268,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.run not in (cmd_train, cmd_sweep, cmd_data_check, cmd_serve):
+    if extra and args.run not in (cmd_train, cmd_sweep, cmd_tune_prompt, cmd_data_check, cmd_serve):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:

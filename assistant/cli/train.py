@@ -1,5 +1,5 @@
-"""The training verbs: ``train`` (supervised fine-tuning, or DPO with ``--method dpo``), ``sweep`` and
-``data check``. Settings come from a YAML file, then ``--set KEY=VALUE`` and ``--KEY VALUE`` overrides on the
+"""The training verbs: ``train`` (supervised fine-tuning, or DPO with ``--method dpo``), ``sweep``,
+``tune-prompt`` (the prompt's own search) and ``data check``. Settings come from a YAML file, then ``--set KEY=VALUE`` and ``--KEY VALUE`` overrides on the
 command line; each verb is a thin function over the library, and the parser that calls them is in ``parser.py``.
 """
 
@@ -115,6 +115,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     folder = sweep(Path(args.config), setting_overrides(args), args.search, args.trials, quiet=args.quiet)
     print(f"best adapter written to {folder}\n")
     print((folder / "sweep.md").read_text())
+    return 0
+
+
+def cmd_tune_prompt(args: argparse.Namespace) -> int:
+    """Search a prompt-only variant's prompt space (instruction candidates and the base model's own
+    rewordings, few-shot count and selection, retrieval) on a development split cut from the training
+    data, never the evaluation cases; write the best prompt as a variant folder with its search card and
+    plot (prompts/tuned/<name>/)."""
+    from assistant.training.prompt_search import describe, load_prompt_search, tune_prompt
+
+    overrides = setting_overrides(args)
+    if args.trials:
+        overrides.append(f"trials={args.trials}")
+    if args.search:
+        overrides.append(f"search={args.search}")
+    folder = tune_prompt(load_prompt_search(args.config, overrides), args.engine, args.overwrite, args.quiet)
+    print(describe(folder))
     return 0
 
 

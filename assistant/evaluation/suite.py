@@ -35,7 +35,8 @@ LABEL_METRICS = ("accuracy", "macro_f1")
 DEFAULT_METRICS = ["rouge_l", "chrf", "bleu", "exact_match", "semantic_similarity", "perplexity"]
 SUITE_FIELDS = {
     "name": "Suite name; reports are written to <reports>/<name>-<timestamp>/.",
-    "cases": "JSONL file of cases: 'messages' (or 'question'), 'reference', optional 'id', 'label', 'tags'.",
+    "cases": "JSONL file of cases in any documented row format: 'messages' (or 'question') with 'reference', "
+             "'prompt'/'completion', or 'text'/'label'; optional 'id', 'label', 'tags'.",
     "variants": "List of variants: 'file' (a variant YAML) with optional 'name' and 'set' overrides, or inline settings.",
     "metrics": f"Metrics to compute (default: {', '.join(DEFAULT_METRICS)}; accuracy/macro_f1 when cases have labels).",
     "primary": "Metric that picks the winner.",
@@ -133,25 +134,32 @@ def read_cases(path: Path) -> list[Case]:
 
 
 def _case(row: Any, where: str, number: int) -> tuple[Case | None, str | None]:
+    """A case from a row of any documented format: {messages (ending with the user's turn) or question,
+    reference}, {prompt, completion}, or {text, label} (the label is the reference). Chat rows that end with
+    the assistant's turn take it as the reference."""
     if not isinstance(row, dict):
         return None, f"expected a JSON object, got {type(row).__name__}"
+    label = row.get("label")
+    if label is not None and (not isinstance(label, (str, int)) or isinstance(label, bool)):
+        return None, "'label' must be text"
+    if "messages" in row and isinstance(row["messages"], list) and row["messages"] and "reference" not in row \
+            and isinstance(row["messages"][-1], dict) and row["messages"][-1].get("role") == "assistant":
+        row = {**row, "messages": row["messages"][:-1], "reference": row["messages"][-1].get("content")}
     if "messages" in row:
         problems = message_problems(row["messages"], last="user", strict_order=False)
         if problems:
             return None, "; ".join(problems)
         messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-    elif "question" in row:
-        if not isinstance(row["question"], str) or not row["question"].strip():
-            return None, "'question' must be non-empty text"
-        messages = [{"role": "user", "content": row["question"]}]
+    elif "question" in row or "prompt" in row or "text" in row:
+        key = next(k for k in ("question", "prompt", "text") if k in row)
+        if not isinstance(row[key], str) or not row[key].strip():
+            return None, f"'{key}' must be non-empty text"
+        messages = [{"role": "user", "content": row[key]}]
     else:
-        return None, "a case needs 'messages' or 'question'"
-    reference = row.get("reference")
+        return None, "a case needs 'messages', 'question', 'prompt' or 'text'"
+    reference = row.get("reference", row.get("completion", None if label is None else str(label)))
     if not isinstance(reference, str) or not reference.strip():
-        return None, "a case needs a non-empty 'reference' answer"
-    label = row.get("label")
-    if label is not None and not isinstance(label, (str, int)):
-        return None, "'label' must be text"
+        return None, "a case needs a non-empty 'reference' answer (or 'completion', or a 'label')"
     tags = row.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         return None, "'tags' must be a list of strings"

@@ -1,4 +1,5 @@
-"""Hyperparameter search over a training config: grid or random, with Optuna.
+"""Hyperparameter search over a training config: grid, random, or TPE (tree-structured Parzen estimator), with
+Optuna.
 
 The config's ``search`` section maps a setting to a range:
 
@@ -26,6 +27,7 @@ from transformers import TrainerCallback
 
 from assistant.settings_reader import ConfigError, apply_overrides
 from assistant.training.config import TrainConfig, load_train_config
+from assistant.training.prompt_search import optuna_sampler
 from assistant.training.sft import run_dir, train
 
 KINDS = {"uniform": 2, "loguniform": 2, "int": 2, "choice": None}
@@ -93,8 +95,8 @@ def sweep(config_path: Path, overrides: list[str], method: str, trials: int | No
         sampler = optuna.samplers.GridSampler(grid, seed=base_config.training.seed)
     else:
         if not trials:
-            raise ConfigError("sweep: random search needs --trials N")
-        sampler = optuna.samplers.RandomSampler(seed=base_config.training.seed)
+            raise ConfigError(f"sweep: {method} search needs --trials N")
+        sampler = optuna_sampler(method, None, base_config.training.seed)
     destination = base_config.resolve(base_config.output_dir) / base_config.name
     if destination.exists():
         raise ConfigError(f"{destination} exists; remove it or choose another name")
