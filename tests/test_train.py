@@ -85,9 +85,16 @@ def test_preflight_estimate_counts_steps_and_uses_the_measured_speed(workspace):
     assert (plan.optimizer_steps, plan.epochs) == (8, round(8 / 14, 2))
     assert plan.training_tokens == int(data.stats.train_tokens_per_epoch * (8 / 14))
     assert plan.describe() == f"optimizer steps 8, epochs 0.57, training tokens {plan.training_tokens}"  # unmeasured
-    measured = estimate(config, data, StepTiming(tokens_per_second=10.0, peak_memory_bytes=2.0**30))
+    measured = estimate(config, data, StepTiming(tokens_per_second=10.0, forward_tokens_per_second=30.0,
+                                                 load_seconds=6.0, peak_memory_bytes=2.0**30))
     assert measured.measured_tokens_per_second == 10.0 and measured.peak_memory_gib == 1.0
-    assert measured.estimated_minutes > 0
+    # loading, the training tokens at the training rate, and every forward-only evaluation at its own rate:
+    # validation before, every eval_every steps and after, the test file before and after
+    t = config.training
+    forward = ((8 // t.eval_every + 2) * sum(len(e.input_ids) for v in data.validation.values() for e in v)
+               + 2 * sum(len(e.input_ids) for e in data.test))
+    assert data.test
+    assert measured.estimated_minutes == round((6.0 + plan.training_tokens / 10.0 + forward / 30.0) / 60, 1)
     assert measured.describe().endswith(f", measured tokens per second 10.0, estimated minutes "
                                         f"{measured.estimated_minutes}, peak memory gib 1.0")
 

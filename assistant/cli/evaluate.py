@@ -40,7 +40,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     folder = write_report(result, Path(args.out) if args.out else None)
     print(winner_sentence(result).replace("**", ""))
     print(f"report: {folder / 'report.md'}\n        {folder / 'report.html'}\nwinner: {folder / 'winner.yaml'}")
+    if suite.promote:
+        from assistant.evaluation.promotion import promote
+
+        decision = promote(folder, folder.parent, suite.promotion_margin)
+        print(f"promotion: {'promoted' if decision.promoted else 'refused'}: {decision.reason}")
     return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Make a report's winner the one the app serves, only if it beats the served variant on the suite's
+    primary metric (paired bootstrap p < 0.05, on the same cases) and is not worse beyond --margin on the fact
+    metrics; or the served one no longer exists. Otherwise say why and change nothing. --rollback serves the
+    previously promoted winner again. Every promotion and rollback is kept in <reports>/promotions.jsonl."""
+    from assistant.evaluation.promotion import promote, rollback, served_winner
+
+    reports = Path(args.reports)
+    if args.rollback:
+        decision = rollback(reports, args.who)
+    elif not args.report:
+        current = served_winner(reports)
+        print(f"served: {current[1].variant} from {current[1].report} ({current[1].reason})" if current
+              else "nothing promoted yet")
+        return 0
+    else:
+        decision = promote(Path(args.report), reports, args.margin, args.who)
+    print(f"{'promoted' if decision.promoted else 'refused'}: {decision.reason}")
+    return 0 if decision.promoted else 1
 
 
 def _feedback_store(args: argparse.Namespace):

@@ -13,8 +13,15 @@ import inspect
 import os
 import sys
 import textwrap
+from pathlib import Path
 
-from assistant.cli.evaluate import cmd_eval, cmd_feedback_export, cmd_feedback_leaderboard, cmd_feedback_sample
+from assistant.cli.evaluate import (
+    cmd_eval,
+    cmd_feedback_export,
+    cmd_feedback_leaderboard,
+    cmd_feedback_sample,
+    cmd_promote,
+)
 from assistant.cli.models import cmd_models_install, cmd_models_list
 from assistant.cli.train import add_dpo_shortcuts, cmd_data_check, cmd_sweep, cmd_train, cmd_tune_prompt
 from assistant.cli.variant import cmd_chat, cmd_export, cmd_info, cmd_render, cmd_serve, cmd_variant
@@ -24,6 +31,7 @@ from assistant.settings_reader import settings_help
 from assistant.training.config import DpoSettings, TrainConfig
 from assistant.training.prompt_search import PromptSearchConfig
 
+REPORTS = Path(__file__).resolve().parents[2] / "eval" / "reports"
 ENGINE_HELP = ("generation engine: auto (default: the variant's serving.engine, itself auto: llamacpp on the CPU "
                "for a base with a GGUF file, vllm on a GPU when installed, else transformers), transformers, "
                "llamacpp, openai (serving.url), vllm")
@@ -191,6 +199,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--check", action="store_true", help="only check the suite, its variants and cases; load no model")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluation.set_defaults(run=cmd_eval)
+
+    promoting = verbs.add_parser(
+        "promote", help="make a report's winner the served one, only if it is significantly better (or roll back)",
+        description=_described(cmd_promote))
+    promoting.add_argument("report", nargs="?", help="the report folder (eval/reports/<suite>-<time>); without it, "
+                           "say what is served")
+    promoting.add_argument("--rollback", action="store_true", help="serve the previously promoted winner again")
+    promoting.add_argument("--margin", type=float, default=0.02,
+                           help="how much worse on a fact metric the new winner may be (default 0.02)")
+    promoting.add_argument("--reports", default=str(REPORTS), help="the reports folder (default: eval/reports)")
+    promoting.add_argument("--who", help="who promotes, for the history (default: the user name)")
+    promoting.set_defaults(run=cmd_promote)
 
     serving = verbs.add_parser(
         "serve", add_help=False, help="the chat app, arena, leaderboard and OpenAI-compatible API on one server "

@@ -6,6 +6,7 @@
         metrics.png     each metric per variant with 95% confidence intervals
         cost.png        quality against each cost (first token, decode time, training), frontier drawn
         results.jsonl   one row per (case, variant): answer, reference, per-case scores
+        summary.json    every variant's metrics, wrong facts and cost, and every paired comparison (for programs)
         winner.yaml     the winning variant, complete, with paths relative to this folder
 
 The folder is built under a temporary name and renamed into place, so a report is never half-written.
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assistant.artifacts import publish_atomically
+from assistant.artifacts import publish_atomically, write_json
 from assistant.config import portable_variant
 from assistant.evaluation.probe import probe_markdown
 from assistant.evaluation.run import SuiteResult
@@ -237,8 +238,35 @@ def write_report(result: SuiteResult, reports: Path | None = None, now: float | 
         (staging / "report.md").write_text(render_markdown(result, stamp), encoding="utf-8")
         (staging / "report.html").write_text(render_html(result, stamp, rows, staging / "metrics.png"), encoding="utf-8")
         write_winner(result, staging / "winner.yaml", destination, stamp)
+        write_json(staging / "summary.json", summary(result, stamp))
 
     return publish_atomically(destination, build, replace=True)
+
+
+def summary(result: SuiteResult, stamp: str) -> dict[str, Any]:
+    """The report's numbers for programs (the promotion gate): every variant's metrics with intervals, its
+    wrong facts per answer, its cost, and every paired comparison, with the cases they were computed on."""
+    from assistant.evaluation.scoring import FACT_ERRORS
+
+    def interval(e) -> dict[str, float | None]:
+        return {"value": _finite(e.value), "low": _finite(e.low), "high": _finite(e.high)}
+
+    suite = result.suite
+    variants = {}
+    for name in result.ranking:
+        scores = result.scores[name]
+        variants[name] = {
+            "variant_hash": result.runs[name].variant_hash, "engine": result.runs[name].engine,
+            "metrics": {m: interval(scores[m].estimate) for m in suite.metrics},
+            "errors_per_answer": {FACT_ERRORS[m]: interval(scores[m].extra["errors_per_answer"])
+                                  for m in suite.metrics if m in FACT_ERRORS},
+            "cost": {k: _finite(v) for k, v in dataclasses.asdict(result.costs[name]).items()} if result.costs else {},
+        }
+    comparisons = {metric: [{"a": a, "b": b, "difference": interval(c.difference), "p_value": c.p_value,
+                             "significant": c.significant, "cases": c.cases} for (a, b), c in pairs.items()]
+                   for metric, pairs in result.comparisons.items()}
+    return {"suite": suite.name, "created": stamp, "primary": suite.primary, "winner": result.winner,
+            "cases": [case.id for case in suite.cases], "variants": variants, "comparisons": comparisons}
 
 
 def write_winner(result: SuiteResult, path: Path, final_folder: Path, stamp: str) -> None:

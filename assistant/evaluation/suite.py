@@ -49,6 +49,9 @@ SUITE_FIELDS = {
     "serve": "Whether the app may serve this suite's winner by default (false for classifiers).",
     "bootstrap_rounds": "Resamples for confidence intervals and paired tests.",
     "cost_probe": "Cases answered one at a time, streamed, to time the first token and single-stream decode.",
+    "promote": "After the report, run the promotion gate on its winner (assistant promote): serve it only if it "
+               "beats the served variant significantly and is not worse on facts beyond promotion_margin.",
+    "promotion_margin": "How much worse on a fact metric a promoted winner may be (default 0.02).",
     "budget": "Cost budget for the winner: min_decode_tokens_per_second, max_first_token_seconds, "
               "min_tokens_per_second, max_training_minutes. The winner is the best variant within it; the report "
               "says what a bigger budget would buy.",
@@ -207,6 +210,8 @@ class Suite:
     bootstrap_rounds: int = 2000
     cost_probe: int = 3
     budget: Budget | None = None
+    promote: bool = False
+    promotion_margin: float = 0.02
 
     def variant(self, name: str) -> SuiteVariant:
         for v in self.variants:
@@ -253,7 +258,8 @@ def load_suite(path: str | Path, only: Iterable[str] = (), limit: int | None = N
     reports = (fields.root / data["reports"]).resolve() if data.get("reports") else _default_reports(fields.root)
     return Suite(data.get("name") or path.stem, path.resolve(), fields.cases_file, cases, variants, metrics, primary,
                  secondary, labels, numbers["batch_size"], fields.limit, judge, reports, bool(data.get("serve", True)),
-                 numbers["bootstrap_rounds"], numbers["cost_probe"], budget)
+                 numbers["bootstrap_rounds"], numbers["cost_probe"], budget, bool(data.get("promote", False)),
+                 float(data.get("promotion_margin", 0.02)))
 
 
 class _Fields:

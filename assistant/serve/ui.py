@@ -66,13 +66,23 @@ def leaderboard_rows(store) -> list[list]:
 
 
 def latest_report(reports: Path | None) -> tuple[str, str | None]:
-    """The latest evaluation report as Markdown, and its chart (shown above it)."""
+    """What is served and why (the promotion), then the report it was promoted from (or, with no promotion,
+    the latest report) as Markdown, and its chart (shown above it)."""
+    from assistant.evaluation.promotion import served_stack
     from assistant.serve.winner import latest_winner
 
-    winner = latest_winner(reports) if reports else None
+    stack = served_stack(reports) if reports else []
+    winner = reports / stack[-1].report / "winner.yaml" if stack else (latest_winner(reports) if reports else None)
     if winner is None:
         return "_No evaluation report yet. Run `assistant eval eval/suites/<suite>.yaml`._", None
-    text = (winner.parent / "report.md").read_text(encoding="utf-8")
+    if stack:
+        e = stack[-1]
+        served = (f"**Served: {e.variant}** (`{e.variant_hash}`), promoted from `{e.report}` by {e.who} at {e.when}: "
+                  f"{e.reason}." + (f" Earlier promotions standing: {', '.join(p.variant for p in stack[:-1])}."
+                                    if len(stack) > 1 else ""))
+    else:
+        served = "_Nothing promoted yet: the app serves the newest report's winner (`assistant promote REPORT`)._"
+    text = served + "\n\n" + (winner.parent / "report.md").read_text(encoding="utf-8")
     text = text.replace("![metrics](metrics.png)", f"_Every case's answers side by side: `{winner.parent.name}/report.html`_")
     chart = winner.parent / "metrics.png"
     return text, str(chart) if chart.is_file() else None

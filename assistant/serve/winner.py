@@ -1,5 +1,6 @@
-"""Which variant to serve: the newest evaluation winner (its winner.yaml, checked against the evaluated
-hash), a variant file chosen with --variant, and the arena's contenders."""
+"""Which variant to serve: the promoted evaluation winner (assistant promote: its winner.yaml, checked against
+the evaluated hash), or where nothing was ever promoted the newest winner; a variant file chosen with
+--variant; and the arena's contenders."""
 
 from __future__ import annotations
 
@@ -27,9 +28,16 @@ def latest_winner(reports: Path) -> Path | None:
 
 
 def served_variant_file(chosen: str | None, reports: Path) -> tuple[Path, str]:
-    """The file to serve and why: the one asked for, else the latest evaluation winner, else the demo."""
+    """The file to serve and why: the one asked for, else the promoted winner, else (nothing was ever
+    promoted) the latest evaluation winner, else the demo."""
+    from assistant.evaluation.promotion import served_winner
+
     if chosen:
         return Path(chosen), "chosen with --variant"
+    promoted = served_winner(reports)
+    if promoted is not None:
+        path, entry = promoted
+        return path, f"promoted by {entry.who} at {entry.when}: {entry.reason}"
     winner = latest_winner(reports)
     if winner is not None:
         return winner, "the winner of the latest evaluation"
