@@ -67,20 +67,24 @@ def main() -> int:
     estimate = {key: float(value) for key, value in re.findall(r"(estimated minutes|peak memory gib) ([\d.]+)", line)}
     print(f"pre-flight took {check_seconds:.0f} s: {line}", flush=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # Trained in a hidden folder beside the config's adapters folder, so that the adapter lands at the same
+    # depth as in adapters/ and its relative paths (variant.yaml, card.yaml) stay right when --keep moves it.
+    from assistant.training.config import load_train_config
+
+    config = load_train_config(args.config, args.overrides)
+    outputs = config.resolve(config.output_dir)
+    outputs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".preflight-", dir=outputs.parent) as tmp:
         train_seconds, out, peak = timed_child([assistant, "train", args.config, "--quiet", *overrides,
-                                                f"--set=output_dir={tmp}/adapters", f"--set=runs_dir={tmp}/runs"])
-        card = (Path(tmp) / "adapters").glob("*/card.yaml")
+                                                f"--set=output_dir={tmp}", f"--set=runs_dir={tmp}/runs"])
         import yaml
 
-        folder = next(card).parent
+        folder = Path(tmp) / config.name
         trained = yaml.safe_load((folder / "card.yaml").read_text())["training"]
         if args.keep:
             from assistant.artifacts import publish_atomically
-            from assistant.training.config import load_train_config
 
-            config = load_train_config(args.config, args.overrides)
-            target = config.resolve(config.output_dir) / folder.name
+            target = outputs / folder.name
             publish_atomically(target, lambda staging: shutil.copytree(folder, staging, dirs_exist_ok=True),
                                replace=True)
             print(f"adapter kept: {target}")

@@ -128,7 +128,8 @@ def test_evaluation_tab_shows_the_latest_servable_report():
     from assistant.serve.server import REPORTS
 
     text, chart = ui.latest_report(REPORTS)
-    assert text.startswith("# Evaluation: tidewater-support")  # the sentiment suite opts out of serving
+    assert text.startswith("**Served: ")  # what is served and why, then its report
+    assert "\n\n# Evaluation: tidewater-support" in text  # the sentiment suite opts out of serving
     assert chart is not None and chart.endswith("metrics.png")
     assert "report.html" in text
     assert ui.latest_report(None) == ("_No evaluation report yet. Run `assistant eval eval/suites/<suite>.yaml`._", None)

@@ -214,6 +214,9 @@ def test_key_facts_counts_stated_and_contradicted_facts(metric):
     assert result["contradicted"] == [0, 0, 2, 0]
     assert result["scores"][:3] == [1 / 3, 1.0, 1 / 3] and math.isnan(result["scores"][3])
     assert result["key_facts"] == 5 / 9 and result["contradicted_per_answer"] == 0.5
+    sorry = "I'm sorry, I can't find that in our help articles. Call 1-800-555-0142, Monday to Friday 8 a.m. to 8 p.m."
+    abstained = metric("key_facts").compute(predictions=[sorry], references=[sorry])  # an unanswerable case
+    assert abstained["facts"] == [0] and math.isnan(abstained["scores"][0])  # left to the abstention metric
 
 
 def test_grounding_counts_facts_the_sources_do_not_support(metric):

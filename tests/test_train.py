@@ -248,12 +248,15 @@ def test_killed_run_resumes_from_its_last_checkpoint(workspace):
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     checkpoints = workspace / "runs" / "tiny-adapter" / "checkpoints"
     deadline = time.time() + 300
-    while time.time() < deadline and not (checkpoints / "checkpoint-3" / "trainer_state.json").exists():
+    elapsed = workspace / "runs" / "tiny-adapter" / "elapsed.json"
+    while time.time() < deadline and not ((checkpoints / "checkpoint-3" / "trainer_state.json").exists()
+                                          and elapsed.exists()):
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (workspace / "adapters" / "tiny-adapter").exists()  # killed runs leave no adapter
+    before = json.loads(elapsed.read_text())["seconds"]  # the killed attempt's wall time, up to its checkpoint
 
     result = subprocess.run(command + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -261,6 +264,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(workspace):
     card = yaml.safe_load((folder / "card.yaml").read_text())
     assert card["training"]["steps"] == 12
     assert card["training"]["resumed_from_step"] >= 3
+    assert card["training"]["wall_seconds"] > before > 0  # the card counts the earlier attempt too
     from peft import PeftConfig
 
     assert PeftConfig.from_pretrained(folder).r == 4

@@ -49,11 +49,13 @@ class Checkpointing(TrainerCallback):
     the first SIGINT lets the current step finish, saves a checkpoint and stops the run; a second one
     interrupts at once. ``interrupted`` tells the caller not to publish the adapter."""
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, on_checkpoint=None):
         self.seconds = minutes * 60
         self.last = time.monotonic()
         self.interrupted = False
         self._previous = None
+        self.on_checkpoint = on_checkpoint
+        """Called after every checkpoint saved (the run records its wall time so far, for a resume)."""
 
     def on_train_begin(self, args, state, control, **kwargs):
         import signal
@@ -79,6 +81,8 @@ class Checkpointing(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self.last = time.monotonic()
+        if self.on_checkpoint:
+            self.on_checkpoint()
 
     def on_train_end(self, args, state, control, **kwargs):
         import signal

@@ -119,7 +119,8 @@ def write_adapter(destination: Path, *, model, base, config, variant, data, hist
             "variant_hash_without_adapter": variant.variant_hash(),
             "data": {"files": {os.path.relpath(name, destination): info for name, info in data.files.items()},
                      **data.stats.to_dict()},
-            "hyperparameters": config.to_dict(),
+            # where the run wrote its files is not how it trained (and would name this machine's folders)
+            "hyperparameters": {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "runs_dir")},
             "metrics": _round(metrics),
             "training": {"steps": steps, "tokens_seen": int(tokens_seen or 0), "wall_seconds": round(wall_seconds, 1),
                          "best_checkpoint_step": int(best_checkpoint.rsplit("-", 1)[1]) if best_checkpoint else None,

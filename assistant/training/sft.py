@@ -10,6 +10,7 @@ Also the pre-flight estimate: a few real steps timed on this machine, and what t
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -171,7 +172,8 @@ timing them made the estimate 1.6x too long (13.0 minutes for a run of 8.2)."""
 
 def measure_steps(config: TrainConfig, variant: Variant, data: PreparedData, steps: int = 3) -> StepTiming:
     """Times real training steps on batches built as the run builds them (examples of similar length
-    together): tokens/s of training, of a forward pass alone, the load time and the peak memory.
+    together), with the run's own loss (logits only where the answer is, unless ``training.logits: all``):
+    tokens/s of training, of a forward pass alone, the load time and the peak memory.
 
     Used by the pre-flight estimate, so that 'how long will this take' is measured on this machine.
     """
@@ -194,11 +196,14 @@ def measure_steps(config: TrainConfig, variant: Variant, data: PreparedData, ste
         rows = ExampleDataset(by_length[start : start + t.batch_size])
         return {k: v.to(device) for k, v in collate([rows[i] for i in range(len(rows))]).items()}
 
+    def loss_of(inputs: dict):  # the loss exactly as the run's Trainer computes it
+        return answer_only_loss(model, inputs)[0] if t.logits == "answer" else model(**inputs).loss
+
     timings = []
     for step in range(WARMUP_STEPS + steps):
         inputs = batch()
         began = time.perf_counter()
-        loss = model(**inputs).loss
+        loss = loss_of(inputs)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -210,7 +215,7 @@ def measure_steps(config: TrainConfig, variant: Variant, data: PreparedData, ste
         for step in range(2):  # the first warms the inference path up
             inputs = batch()
             began = time.perf_counter()
-            model(**inputs)
+            loss_of(inputs)
             forward.append((time.perf_counter() - began, int(inputs["attention_mask"].sum())))
     model.train()
     if base.device.startswith("cuda"):
@@ -345,7 +350,11 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     if resume and last is None:
         raise DataError(f"--resume: nothing to resume from (no complete checkpoint under {work / 'checkpoints'}); "
                         "run without --resume to start from step 0")
-    checkpointing = Checkpointing(t.checkpoint_minutes)
+    # The wall time of a resumed run counts its earlier attempts: each checkpoint records the time so far.
+    earlier = _elapsed_before(work) if resume else 0.0
+    elapsed = work / "elapsed.json"
+    checkpointing = Checkpointing(t.checkpoint_minutes, lambda: elapsed.write_text(
+        json.dumps({"seconds": earlier + time.time() - started})) if main_process else None)
     trainer.add_callback(checkpointing)
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     if checkpointing.interrupted:
@@ -362,7 +371,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
                   f"validation examples, where {found['true'].get(found['onto'], 0)} have that label. It has learned "
                   "the label's frequency, not the task: train longer, lower the learning rate, or set balance: "
                   "true on the task. The card records this.", file=sys.stderr)
-    wall = time.time() - started
+    wall = earlier + time.time() - started
     if not main_process:
         return None
 
@@ -377,6 +386,14 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         resumed_from=int(last.name.split("-")[1]) if last else None,
         processes=int(os.environ.get("WORLD_SIZE", "1")),
     )
+
+
+def _elapsed_before(work: Path) -> float:
+    """Seconds the earlier attempts of a resumed run took, up to their last checkpoint (0 when unknown)."""
+    try:
+        return float(json.loads((work / "elapsed.json").read_text())["seconds"])
+    except (OSError, ValueError, KeyError):
+        return 0.0
 
 
 def label_predictions(model, data: PreparedData, config: TrainConfig, tokenizer) -> dict[str, dict[str, Any]]:

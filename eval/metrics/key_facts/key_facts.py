@@ -3,7 +3,7 @@
 import datasets
 import evaluate
 
-from assistant.facts import compare_facts
+from assistant.facts import abstains, compare_facts
 
 _DESCRIPTION = """
 Key facts. The checkable facts of each reference answer are read by rules (assistant/facts.py): amounts of
@@ -14,7 +14,9 @@ kind of fact only with another value ("14 days" against "30 days", "$49.98" agai
 "Yes"; another name is never counted as a contradiction).
 
 Per example: the share of the reference's facts stated (recall, 0 to 1; not a number when the reference
-has none, and then left out of the aggregate), and the count of contradicted facts. Aggregates: recall over
+has none, and then left out of the aggregate), and the count of contradicted facts. A reference that
+abstains (an unanswerable case, whose reference is the bot's "I can't find that" text) counts as having no
+facts: those cases are scored by the abstention metric instead. Aggregates: recall over
 all reference facts together, and contradicted facts per answer. Higher recall is better; fewer
 contradictions are better.
 """
@@ -49,7 +51,9 @@ class KeyFacts(evaluate.Metric):
     def _compute(self, predictions, references):
         if not predictions:
             raise ValueError("key_facts: no examples")
-        counts = [compare_facts(p, r) for p, r in zip(predictions, references)]
+        # A reference that abstains (the case's answer is in no document) holds no fact about the question: its
+        # hand-off details would reward repeating them. Such cases are left to the abstention metric.
+        counts = [(0, 0, 0) if abstains(r) else compare_facts(p, r) for p, r in zip(predictions, references)]
         facts = [c[0] for c in counts]
         stated = [c[1] for c in counts]
         contradicted = [c[2] for c in counts]
