@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -109,7 +110,8 @@ class Bot:
         engine: engine name, overriding ``variant.serving.engine`` ('auto' resolves per machine).
         merged: on llama.cpp, generate from a copy of the base with the adapter folded in (written once),
             instead of applying the LoRA per request on the shared base: bare speed, for a variant served
-            alone (the app's chat). Other engines ignore it.
+            alone (the app's chat). When re-quantizing would round the adapter's change away
+            (``export.MergeLossError``) it is served unmerged, with a warning. Other engines ignore it.
     """
 
     def __init__(self, variant: Variant, engine: str | None = None, merged: bool = False):
@@ -183,9 +185,14 @@ class Bot:
             if self._engine is None:
                 m = self.variant.model
                 if self.merged:
-                    from assistant.models.export import merged_gguf
+                    from assistant.models.export import MergeLossError, merged_gguf
 
-                    serving = dataclasses.replace(self.variant.serving, gguf=str(merged_gguf(self.variant)))
+                    try:
+                        serving = dataclasses.replace(self.variant.serving, gguf=str(merged_gguf(self.variant)))
+                    except MergeLossError as exc:  # the adapter would be lost: serve it unmerged, and say so
+                        print(f"{self.variant.name}: not merged: {exc}", file=sys.stderr, flush=True)
+                        self.merged = False
+                if self.merged:
                     engine = shared_engine(dataclasses.replace(self.variant, serving=serving), self.engine_name)
                     self._adapter_handle = engine.add_adapter(None, self.variant)
                 else:

@@ -18,7 +18,9 @@ Method
   head, so the passages and the question are what is prefilled, as for any new question in a running app.
 - Parity: the merged and the unmerged variant answer the first ``--parity`` suite cases greedily; the share
   of identical answers, and of answers whose first 20 tokens agree, is reported. The merge re-quantizes each
-  adapted matrix (W + B A) to the base's type, one more rounding than the unmerged path.
+  adapted matrix (W + B A) to the base's type, one more rounding than the unmerged path; when that rounding
+  would lose the adapter (``export.MergeLossError``) the bot serves it unmerged, and ``merged`` is reported
+  as refused, with the reason.
 - Nothing else may run on the machine meanwhile.
 """
 
@@ -97,6 +99,8 @@ def main() -> None:
     served = bots(Path(args.variant))
     for bot in served.values():
         bot.engine.warm()
+    if not served["merged"].merged:
+        print("merged: refused, the bot serves the adapter unmerged (the reason is printed above)")
     cases, median, length = median_case(served["bare"])
     rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
     first: dict[str, list[float]] = {name: [] for name in CONFIGS}
@@ -120,7 +124,7 @@ def main() -> None:
     prefix = sum(tokenizer(a.text)["input_ids"][:20] == tokenizer(b.text)["input_ids"][:20]
                  for a, b in zip(merged, unmerged))
     result = {"variant": str(Path(args.variant).relative_to(ROOT)), "median_prompt_tokens": length,
-              "rounds": args.rounds, "configs": summary,
+              "rounds": args.rounds, "configs": summary, "merge_refused": not served["merged"].merged,
               "parity": {"cases": len(merged), "identical": same, "first_20_tokens_identical": prefix}}
     Path(args.json).write_text(json.dumps(result, indent=1))
     for name in CONFIGS:

@@ -290,3 +290,37 @@ def test_an_adapter_merged_into_a_gguf_base_computes_what_the_unmerged_lora_does
         result = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         step = np.abs(target.reshape(-1, 32)).max(axis=1, keepdims=True) / 127  # Q8_0: 32 values per block
         assert np.all(np.abs(result.reshape(-1, 32) - target.reshape(-1, 32)) <= 0.6 * step), tensor.name
+
+
+def test_a_merge_that_would_round_the_adapter_away_is_refused_and_served_unmerged(tiny_models, tmp_path, monkeypatch):
+    """A LoRA whose change is far finer than the base's Q8_0 grid: re-quantizing W + B A gives back W, so the
+    merge refuses (nothing written, the refusal remembered in the cache) and the bot applies the LoRA per
+    request instead, with the unmerged bot's answer."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+    from transformers import AutoConfig
+
+    from assistant.models.export import MergeLossError, base_to_gguf, merge_into_gguf, merged_gguf
+
+    monkeypatch.setenv("ASSISTANT_CACHE", str(tmp_path / "cache"))
+    folder, lora = tiny_models["llama"]
+    faint = tmp_path / "faint-lora"
+    shutil.copytree(lora, faint)
+    weights = load_file(str(faint / "adapter_model.safetensors"))
+    save_file({k: (v * 1e-4 if "lora_B" in k else v).astype(v.dtype) for k, v in weights.items()},
+              str(faint / "adapter_model.safetensors"))
+    base = base_to_gguf(folder, tmp_path / "base-q8.gguf", "q8_0")
+    with pytest.raises(MergeLossError, match="keep only"):
+        merge_into_gguf(base, faint, AutoConfig.from_pretrained(folder), tmp_path / "merged.gguf")
+    assert not (tmp_path / "merged.gguf").exists()
+    assert merge_into_gguf(base, lora, AutoConfig.from_pretrained(folder), tmp_path / "merged.gguf").is_file()
+
+    settings = (f"serving.gguf={base}", f"model.adapter={faint}", "generation.max_new_tokens=6")
+    served = Bot(_variant(folder, "llamacpp", *settings), merged=True)
+    unmerged = Bot(_variant(folder, "llamacpp", *settings))
+    assert served.reply(QUESTION).text == unmerged.reply(QUESTION).text
+    assert not served.merged and len(served.engine.adapters) == 1  # the LoRA, applied per request
+    with pytest.raises(MergeLossError):
+        merged_gguf(served.variant)  # remembered: no second merge to find out
+    assert not list((tmp_path / "cache" / "gguf").glob("merged-*.gguf"))

@@ -86,3 +86,20 @@ def test_the_app_serves_the_promoted_winner_not_the_newest(tmp_path):
     promote(old, reports, who="tester")
     path, why = served_variant_file(None, reports)
     assert path == old / "winner.yaml" and why.startswith("promoted by tester")
+
+
+def test_before_any_promotion_a_candidate_must_beat_the_newest_earlier_winner(tmp_path):
+    """With no promotion yet the app serves the newest report's winner, so the first promotion is held against
+    it (in the candidate's report, by variant hash), not waved through."""
+    reports = tmp_path / "reports"
+    a, b = variant(10), variant(20)
+    write_report(reports, "s-20260101-000000", a, {}, 0.10)  # evaluated, served as the newest, never promoted
+    tied = write_report(reports, "s-20260201-000000", b, {"v10": (a, 0.10, 0.30)}, 0.11)
+    decision = promote(tied, reports, who="tester")
+    assert not decision.promoted and "than the served v10" in decision.reason and "p = 0.300" in decision.reason
+    assert history(reports) == []
+    # the app now serves the tied report's v20, the newest winner; a later report must beat that one
+    c = variant(30)
+    better = write_report(reports, "s-20260301-000000", c, {"v20": (b, 0.11, 0.01)}, 0.15)
+    decision = promote(better, reports, who="tester")
+    assert decision.promoted and decision.numbers["served"] == 0.11 and "beats the served v20" in decision.reason

@@ -7,6 +7,8 @@ A report's winner is promoted when
 
 - nothing is served yet, or the served variant no longer exists as evaluated (its files changed or are
   gone: its winner.yaml no longer loads); or
+- (before any promotion the app serves the newest report's winner: the candidate is then held against the
+  newest servable winner of an earlier report, as against a promoted one)
 - it beats the served variant on the suite's primary metric, significantly (paired bootstrap, p < 0.05), on
   the same cases: both in the new report, or, when the served one is not in it, in the served one's report
   on the same case ids; and it is not worse, beyond ``margin``, on the fact metrics the suite has (key-fact
@@ -102,7 +104,7 @@ def decide(candidate: Path, reports: Path, margin: float = 0.02) -> Decision:
     winner = read_winner(candidate / "winner.yaml")
     load_variant(candidate / "winner.yaml")  # a winner that no longer loads cannot be served
     mine = report["variants"][report["winner"]]
-    current = served_winner(reports)
+    current = served_winner(reports) or _served_before_promotions(reports, winner.created)
     if current is None:
         return Decision(True, "nothing is served yet", {"winner": report["winner"]})
     served_file, entry = current
@@ -143,6 +145,27 @@ def decide(candidate: Path, reports: Path, margin: float = 0.02) -> Decision:
     return Decision(True, f"{report['winner']} beats the served {entry.variant} on {primary} "
                     f"({numbers['candidate']:.4f} against {numbers['served']:.4f}, p = {comparison['p_value']:.3f}) and "
                     f"is not worse on facts beyond {margin}", numbers)
+
+
+def _served_before_promotions(reports: Path, before: str) -> tuple[Path, Entry] | None:
+    """What the app serves while nothing has been promoted: the newest servable winner of a report older than
+    ``before`` (a report time stamp), as if it had been promoted; None when there is none."""
+    from assistant.variants import read_winner
+
+    found = []
+    for path in Path(reports).glob("*/winner.yaml"):
+        try:
+            winner = read_winner(path)
+        except (ConfigError, OSError):
+            continue
+        if winner.serve and winner.created < before and not path.parent.name.startswith("."):
+            found.append((winner.created, path, winner))
+    if not found:
+        return None
+    _, path, winner = max(found, key=lambda item: item[0])
+    name = winner.settings.get("name", path.parent.name)
+    return path, Entry("promote", path.parent.name, winner.suite, name, winner.variant_hash, "-", winner.created,
+                       "the newest report's winner, served while nothing was promoted")
 
 
 def _better(metric: str, a: float, b: float) -> bool:

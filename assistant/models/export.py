@@ -17,7 +17,10 @@ GGUF notes, as llama.cpp reads the two architectures written here, Llama (SmolLM
   adapter on ``lm_head`` or ``embed_tokens`` is refused (llama.cpp applies no LoRA to the embedding).
 - ``merge_into_gguf`` folds an adapter into a GGUF base as llama.cpp would apply it (the same tensors as the
   GGUF LoRA), re-quantizing each changed matrix to its own type with llama.cpp's quantizer, so the merged
-  file is as large, and decodes as fast, as the base file.
+  file is as large, and decodes as fast, as the base file. A LoRA's change to a weight is often finer than
+  a 4- or 5-bit base's quantization grid, and re-quantizing then rounds most of it away: the merge measures
+  how much of the change the file keeps and refuses (``MergeLossError``) below ``MIN_KEPT``, so that the
+  adapter is served unmerged instead of silently lost.
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ from assistant.config import Variant
 
 class ExportError(ValueError):
     """An adapter or base that cannot be exported as asked; the message says why."""
+
+
+class MergeLossError(ExportError):
+    """Merging into a quantized base would round away too much of the adapter's change."""
+
+
+MIN_KEPT = 0.8
+"""The share of the adapter's change (B @ A, summed absolute values over every adapted matrix) that a merged
+file must keep after re-quantization: 1 - sum|merged - (W + B A)| / sum|B A|. Float bases keep all of it."""
 
 
 @dataclass(frozen=True)
@@ -300,7 +312,7 @@ def _add_tokenizer(writer: Any, tokenizer: Any, folder: Path, vocab_size: int, p
 # -- merged into a GGUF base -----------------------------------------------------------------------------
 
 
-def merge_into_gguf(base: Path, adapter_dir: Path, config: Any, out: Path) -> Path:
+def merge_into_gguf(base: Path, adapter_dir: Path, config: Any, out: Path, min_kept: float = MIN_KEPT) -> Path:
     """Writes ``base`` (a GGUF file) with the adapter folded into its weights, as llama.cpp would apply the
     GGUF LoRA: W + B @ A for every adapted matrix (``lora_tensors``), re-quantized to the matrix's own type
     by llama.cpp's own quantizer. Every other tensor and every metadata field is copied byte for byte, so
@@ -311,8 +323,13 @@ def merge_into_gguf(base: Path, adapter_dir: Path, config: Any, out: Path) -> Pa
         adapter_dir: the PEFT adapter folder.
         config: the base's transformers config (architecture, heads, layers).
         out: the merged .gguf file to write (atomically).
+        min_kept: the least share of the adapter's change the merged weights must keep (``MIN_KEPT``).
+
+    Raises:
+        MergeLossError: re-quantizing kept less than ``min_kept`` of the change; nothing is written.
     """
     import gguf
+    import numpy as np
 
     lora = lora_tensors(adapter_dir, config)
     reader = gguf.GGUFReader(str(base))
@@ -330,15 +347,28 @@ def merge_into_gguf(base: Path, adapter_dir: Path, config: Any, out: Path) -> Pa
             sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
             writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
         tensors = []
+        change = lost = 0.0
         for tensor in reader.tensors:
             data = tensor.data
             pair = lora.get(tensor.name)
             if pair is not None:
                 a, b = pair
-                weights = gguf.quants.dequantize(data, tensor.tensor_type).reshape(b.shape[0], a.shape[1])
-                data = _quantize_like(weights + b @ a, tensor.tensor_type, data)
+                delta = b @ a
+                target = gguf.quants.dequantize(data, tensor.tensor_type).reshape(delta.shape) + delta
+                data = _quantize_like(target, tensor.tensor_type, data)
+                result = gguf.quants.dequantize(data, tensor.tensor_type).reshape(delta.shape)
+                change += float(np.abs(delta).sum())
+                lost += float(np.abs(result - target).sum())
             tensors.append((tensor, data))
             writer.add_tensor_info(tensor.name, data.shape, data.dtype, data.nbytes, tensor.tensor_type)
+        kept = 1.0 - lost / change if change else 1.0
+        if kept < min_kept:
+            kinds = sorted({t.tensor_type.name for t in reader.tensors if t.name in lora})
+            raise MergeLossError(
+                f"merging {adapter_dir.name} into {base.name} would keep only {kept:.0%} of the adapter's change "
+                f"(at least {min_kept:.0%} needed): the change is finer than the grid of the base's "
+                f"{'/'.join(kinds)} weights, so re-quantizing rounds it away. Serve the adapter unmerged "
+                "(LoRA applied per request), or merge into a float base (F16, F32)")
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -501,17 +531,30 @@ def adapter_gguf(folder: Path, variant: Variant) -> Path:
 def merged_gguf(variant: Variant) -> Path:
     """The base GGUF with the variant's adapter folded into its weights, written once into the cache and named
     by both the base file's and the adapter's content: as large as the base and as fast, with no LoRA work
-    per token (``export.merge_into_gguf``)."""
+    per token (``export.merge_into_gguf``).
+
+    Raises:
+        MergeLossError: the merge would lose the adapter (also remembered in the cache, so that the next
+            start does not merge again to find out).
+    """
     from assistant.models.loading import shared_tokenizer
 
     base = base_gguf(variant)
     adapter = variant.resolve(variant.model.adapter)
     digest = fingerprint(adapter, suffixes=(".safetensors", ".json"))
-    out = cache_dir() / "gguf" / f"merged-{adapter.name}-{fingerprint(base)[:12]}-{digest[:12]}.gguf"
+    # "-kept": written by a merge that checked how much of the adapter it keeps (files of older merges are not)
+    out = cache_dir() / "gguf" / f"merged-{adapter.name}-{fingerprint(base)[:12]}-{digest[:12]}-kept.gguf"
+    refused = out.with_suffix(".refused.txt")
+    if refused.is_file():
+        raise MergeLossError(refused.read_text(encoding="utf-8"))
     if not out.is_file():
         print(f"Merging {adapter.name} into {base.name} once: {out} ...", flush=True)
         config = shared_tokenizer(variant.model.base, variant.model.trust_remote_code)[1]
-        merge_into_gguf(base, adapter, config, out)
+        try:
+            merge_into_gguf(base, adapter, config, out)
+        except MergeLossError as exc:
+            write_atomically(refused, lambda path: path.write_text(str(exc), encoding="utf-8"))
+            raise
     return out
 
 
