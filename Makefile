@@ -47,12 +47,26 @@ bench: setup
 eval-support: setup
 	$(VENV)/bin/assistant eval eval/suites/tidewater.yaml
 
-eval-sentiment: setup data-sentiment
+eval-sentiment: setup data-sentiment prompts/tuned/sentiment-best-prompt/variant.yaml adapters/sentiment-qwen-lora/variant.yaml
 	$(VENV)/bin/assistant eval eval/suites/sentiment.yaml
 
+# What the sentiment suite compares that is built here: the searched prompt (its examples are third-party rows,
+# so it is not committed) and the 0.5B adapter.
+prompts/tuned/sentiment-best-prompt/variant.yaml: data/sentiment/eval.jsonl configs/sentiment-prompt-search.yaml | setup
+	$(VENV)/bin/assistant tune-prompt configs/sentiment-prompt-search.yaml --overwrite
+
+adapters/sentiment-qwen-lora/variant.yaml: data/sentiment/eval.jsonl configs/sentiment-qwen-train.yaml | setup models
+	$(VENV)/bin/assistant train configs/sentiment-qwen-train.yaml --overwrite
+
 # From the raw data to a report on a new domain with the CLI alone (bench/questions_end_to_end.sh times it).
-eval-questions: setup data-questions adapters/questions-lora/variant.yaml
+eval-questions: setup data-questions adapters/questions-lora/variant.yaml prompts/tuned/questions-best-prompt/variant.yaml adapters/questions-qwen-lora/variant.yaml
 	$(VENV)/bin/assistant eval eval/suites/questions.yaml
+
+prompts/tuned/questions-best-prompt/variant.yaml: data/questions/eval.jsonl configs/questions-prompt-search.yaml | setup
+	$(VENV)/bin/assistant tune-prompt configs/questions-prompt-search.yaml --overwrite
+
+adapters/questions-qwen-lora/variant.yaml: data/questions/eval.jsonl configs/questions-qwen-train.yaml | setup models
+	$(VENV)/bin/assistant train configs/questions-qwen-train.yaml --overwrite
 
 adapters/questions-lora/variant.yaml: data/questions/eval.jsonl configs/questions-train.yaml | setup
 	$(VENV)/bin/assistant train configs/questions-train.yaml --overwrite

@@ -77,7 +77,7 @@ def test_mixture_weights_are_copies_per_epoch(workspace):
 
 def test_preflight_estimate_counts_steps_and_uses_the_measured_speed(workspace):
     from assistant.training.data import prepare_data, serving_variant
-    from assistant.training.sft import StepTiming, estimate
+    from assistant.training.sft import StepTiming, estimate, task_labels
 
     config = load_train_config(workspace / "train.yaml")  # max_steps 8, batches of 4 over a 54-example mixture
     data = prepare_data(config, serving_variant(config))
@@ -86,15 +86,18 @@ def test_preflight_estimate_counts_steps_and_uses_the_measured_speed(workspace):
     assert plan.training_tokens == int(data.stats.train_tokens_per_epoch * (8 / 14))
     assert plan.describe() == f"optimizer steps 8, epochs 0.57, training tokens {plan.training_tokens}"  # unmeasured
     measured = estimate(config, data, StepTiming(tokens_per_second=10.0, forward_tokens_per_second=30.0,
-                                                 load_seconds=6.0, peak_memory_bytes=2.0**30))
+                                                 load_seconds=6.0, peak_memory_bytes=2.0**30, startup_seconds=4.0))
     assert measured.measured_tokens_per_second == 10.0 and measured.peak_memory_gib == 1.0
-    # loading, the training tokens at the training rate, and every forward-only evaluation at its own rate:
-    # validation before, every eval_every steps and after, the test file before and after
+    # start-up and loading, the training tokens at the training rate, and every forward-only evaluation at its
+    # own rate: validation before, every eval_every steps and after, the test file before and after, and each
+    # validation example of a label task once per label
     t = config.training
+    labels = {task.name: len(task_labels(data, task.name)) for task in config.tasks if task.kind == "label"}
     forward = ((8 // t.eval_every + 2) * sum(len(e.input_ids) for v in data.validation.values() for e in v)
-               + 2 * sum(len(e.input_ids) for e in data.test))
-    assert data.test
-    assert measured.estimated_minutes == round((6.0 + plan.training_tokens / 10.0 + forward / 30.0) / 60, 1)
+               + 2 * sum(len(e.input_ids) for e in data.test)
+               + sum(len(e.input_ids) * n for task, n in labels.items() for e in data.validation.get(task, [])))
+    assert data.test and labels and all(n > 1 for n in labels.values())
+    assert measured.estimated_minutes == round((4.0 + 6.0 + plan.training_tokens / 10.0 + forward / 30.0) / 60, 1)
     assert measured.describe().endswith(f", measured tokens per second 10.0, estimated minutes "
                                         f"{measured.estimated_minutes}, peak memory gib 1.0")
 

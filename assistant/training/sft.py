@@ -141,11 +141,15 @@ class StepTiming:
     tokens_per_second: float
     """Real (non-padding) tokens per second of forward, backward and optimizer step."""
     forward_tokens_per_second: float
-    """Real tokens per second of a forward pass alone, as the evaluations run it."""
+    """Real tokens per second of a forward pass alone, as the evaluations run it: validation batches in their
+    order, padded to their longest example (the Trainer's evaluation sorts nothing)."""
     load_seconds: float
     """Loading the base and attaching the adapter."""
     peak_memory_bytes: float
     """Peak GPU memory allocated, or the process's peak resident memory on the CPU."""
+    startup_seconds: float = 0.0
+    """What the process spent before loading the model (imports, reading and rendering the data): the
+    training command spends it too."""
 
 
 @dataclass
@@ -181,9 +185,9 @@ def measure_steps(config: TrainConfig, variant: Variant, data: PreparedData, ste
 
     import torch
 
-    began = time.perf_counter()
+    started = time.perf_counter()
     base, model = build_model(config, variant)
-    load_seconds = time.perf_counter() - began
+    load_seconds = time.perf_counter() - started
     t = config.training
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.learning_rate)
     collate = PadToLongest(base.tokenizer.pad_token_id)
@@ -210,21 +214,38 @@ def measure_steps(config: TrainConfig, variant: Variant, data: PreparedData, ste
         if step >= WARMUP_STEPS:
             timings.append((time.perf_counter() - began, int(inputs["attention_mask"].sum())))
     model.eval()
+    # Evaluation-shaped batches: validation examples in order (padding and all), under no_grad as the
+    # Trainer evaluates; the first batch warms the path up and is not counted.
+    shown = [e for v in data.validation.values() for e in v] or by_length
+    eval_batches = [shown[i : i + t.batch_size] for i in range(0, min(len(shown), 4 * t.batch_size), t.batch_size)]
     forward = []
-    with torch.inference_mode():
-        for step in range(2):  # the first warms the inference path up
-            inputs = batch()
+    with torch.no_grad():
+        for rows in eval_batches or [by_length[: t.batch_size]]:
+            dataset = ExampleDataset(rows)
+            inputs = {k: v.to(device) for k, v in collate([dataset[i] for i in range(len(dataset))]).items()}
             began = time.perf_counter()
             loss_of(inputs)
             forward.append((time.perf_counter() - began, int(inputs["attention_mask"].sum())))
+    forward = forward[1:] or forward
     model.train()
     if base.device.startswith("cuda"):
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     return StepTiming(tokens_per_second=sum(n for _, n in timings) / sum(s for s, _ in timings),
-                      forward_tokens_per_second=forward[-1][1] / forward[-1][0], load_seconds=load_seconds,
-                      peak_memory_bytes=float(peak))
+                      forward_tokens_per_second=sum(n for _, n in forward) / sum(s for s, _ in forward),
+                      load_seconds=load_seconds, peak_memory_bytes=float(peak), startup_seconds=process_seconds(started))
+
+
+def process_seconds(until: float) -> float:
+    """Seconds from this process's start to the ``time.perf_counter()`` reading ``until`` (Linux; else 0)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    alive = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    return max(0.0, alive - (time.perf_counter() - until))
 
 
 def estimate(config: TrainConfig, data: PreparedData, measured: StepTiming | None) -> PreflightEstimate:
@@ -238,11 +259,14 @@ def estimate(config: TrainConfig, data: PreparedData, measured: StepTiming | Non
     plan = PreflightEstimate(optimizer_steps=steps, epochs=round(epochs, 2), training_tokens=tokens)
     if measured:
         # Forward-only passes: validation before training, every eval_every steps and after; the test file
-        # (when set) before and after.
+        # (when set) before and after; and for label tasks, each validation example once per label (the
+        # card's label predictions).
         val_tokens = sum(len(e.input_ids) for v in data.validation.values() for e in v)
         test_tokens = sum(len(e.input_ids) for e in data.test)
-        forward_tokens = (steps // t.eval_every + 2) * val_tokens + 2 * test_tokens
-        seconds = (measured.load_seconds + tokens / measured.tokens_per_second
+        label_tokens = sum(len(e.input_ids) * len(task_labels(data, task.name))
+                           for task in config.tasks if task.kind == "label" for e in data.validation.get(task.name, []))
+        forward_tokens = (steps // t.eval_every + 2) * val_tokens + 2 * test_tokens + label_tokens
+        seconds = (measured.startup_seconds + measured.load_seconds + tokens / measured.tokens_per_second
                    + forward_tokens / measured.forward_tokens_per_second)
         plan.measured_tokens_per_second = round(measured.tokens_per_second, 1)
         plan.estimated_minutes = round(seconds / 60, 1)
@@ -396,6 +420,16 @@ def _elapsed_before(work: Path) -> float:
         return 0.0
 
 
+def task_labels(data: PreparedData, task: str) -> set[tuple[int, ...]]:
+    """The distinct answers (token ids) of a label task's training examples: the labels it chooses among."""
+    found = set()
+    for example in data.train:
+        if example.task == task:
+            start = next(i for i, x in enumerate(example.labels) if x != IGNORE)
+            found.add(tuple(example.input_ids[start:]))
+    return found
+
+
 def label_predictions(model, data: PreparedData, config: TrainConfig, tokenizer) -> dict[str, dict[str, Any]]:
     """For each label task, the validation examples' labels as the model predicts them (of the task's labels,
     the one whose answer tokens it finds likeliest after the served prompt) against the true ones, and whether
@@ -411,7 +445,7 @@ def label_predictions(model, data: PreparedData, config: TrainConfig, tokenizer)
         examples = data.validation.get(task.name) or []
         if task.kind != "label" or not examples:
             continue
-        answers = sorted({split(e)[1] for e in data.train if e.task == task.name})
+        answers = sorted(task_labels(data, task.name))
         name = {a: tokenizer.decode(list(a), skip_special_tokens=True).strip() for a in answers}
         predicted, true = {}, {}
         model.eval()
