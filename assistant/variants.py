@@ -61,6 +61,22 @@ def read_winner(path: str | Path) -> WinnerFile:
                       contenders=dict(data.get("contenders") or {}))
 
 
+def newest_servable_winner(reports: str | Path, before: str | None = None) -> Path | None:
+    """The newest winner.yaml under ``reports`` that may be served (suites of classifiers opt out), of a report
+    older than ``before`` (a report time stamp) when given; None when there is none."""
+    found = []
+    for path in Path(reports).glob("*/winner.yaml"):
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            winner = read_winner(path)
+        except Exception:
+            continue
+        if winner.serve and (before is None or winner.created < before):
+            found.append((winner.created, path))
+    return max(found)[1] if found else None
+
+
 PART_NAMES = {"settings": "settings", "template": "template", "documents": "documents",
               "few_shot": "few-shot examples", "weights": "adapter weights"}
 

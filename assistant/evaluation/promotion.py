@@ -150,19 +150,12 @@ def decide(candidate: Path, reports: Path, margin: float = 0.02) -> Decision:
 def _served_before_promotions(reports: Path, before: str) -> tuple[Path, Entry] | None:
     """What the app serves while nothing has been promoted: the newest servable winner of a report older than
     ``before`` (a report time stamp), as if it had been promoted; None when there is none."""
-    from assistant.variants import read_winner
+    from assistant.variants import newest_servable_winner, read_winner
 
-    found = []
-    for path in Path(reports).glob("*/winner.yaml"):
-        try:
-            winner = read_winner(path)
-        except (ConfigError, OSError):
-            continue
-        if winner.serve and winner.created < before and not path.parent.name.startswith("."):
-            found.append((winner.created, path, winner))
-    if not found:
+    path = newest_servable_winner(reports, before)
+    if path is None:
         return None
-    _, path, winner = max(found, key=lambda item: item[0])
+    winner = read_winner(path)
     name = winner.settings.get("name", path.parent.name)
     return path, Entry("promote", path.parent.name, winner.suite, name, winner.variant_hash, "-", winner.created,
                        "the newest report's winner, served while nothing was promoted")

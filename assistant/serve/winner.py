@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from assistant.variants import is_winner_file, load_contenders, load_variant, read_winner
+from assistant.variants import is_winner_file, load_contenders, load_variant, newest_servable_winner
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VARIANT = ROOT / "configs" / "tidewater.yaml"
@@ -14,17 +14,7 @@ DEFAULT_VARIANT = ROOT / "configs" / "tidewater.yaml"
 
 def latest_winner(reports: Path) -> Path | None:
     """The newest winner.yaml under ``reports`` that may be served (suites of classifiers opt out)."""
-    found = []
-    for path in Path(reports).glob("*/winner.yaml"):
-        if path.parent.name.startswith("."):
-            continue
-        try:
-            winner = read_winner(path)
-        except Exception:
-            continue
-        if winner.serve:
-            found.append((winner.created, path))
-    return max(found)[1] if found else None
+    return newest_servable_winner(reports)
 
 
 def served_variant_file(chosen: str | None, reports: Path) -> tuple[Path, str]:
