@@ -164,7 +164,8 @@ class Bot:
 
     def examples_for(self, history: list[dict[str, str]]) -> list:
         """The examples for this request: the fixed ones, or with 'dynamic' selection the few-shot file's
-        examples whose first question is most like the conversation's latest messages."""
+        examples whose first question is most like the conversation's latest messages (topped up in the
+        file's order when fewer than ``few_shot_count`` share a word with them)."""
         p = self.variant.prompt
         if p.few_shot_selection != "dynamic" or not self.example_pool:
             return self.examples
@@ -176,7 +177,9 @@ class Bot:
                     str(self.variant.resolve(p.few_shot)).encode()).hexdigest()[:16]
                 self._example_retriever = Retriever(questions, self.variant.context.retriever, index=index)
         found = self._example_retriever.search(retrieval_query(history), p.few_shot_count)
-        return [self.example_pool[int(passage.source.split()[1])] for passage in found]
+        chosen = [int(passage.source.split()[1]) for passage in found]
+        chosen += [i for i in range(len(self.example_pool)) if i not in chosen][: p.few_shot_count - len(chosen)]
+        return [self.example_pool[i] for i in chosen]
 
     @property
     def engine(self) -> Engine:

@@ -80,9 +80,11 @@ class BM25Index:
         return [[stem(w) for w in _WORD.findall(t.lower()) if w not in _STOP] for t in texts]
 
     def scores(self, query: str) -> np.ndarray:
-        if not self.passages:
-            return np.zeros(0, dtype=np.float32)
-        return self.model.get_scores(self.tokenize([query])[0])
+        """BM25 score of every passage; all zero for a query of stop words alone ("What is it?")."""
+        words = self.tokenize([query])[0]
+        if not self.passages or not words:
+            return np.zeros(len(self.passages), dtype=np.float32)
+        return self.model.get_scores(words)
 
     def ranking(self, query: str, depth: int) -> list[int]:
         return top_indices(self.scores(query), depth)

@@ -164,3 +164,7 @@ def test_few_shot_examples_first_balanced_or_dynamic(tiny_variant, tmp_path):
     assert shown("balanced") == ["The grinder is loud and broke.", "The grinder is a grinder."]
     assert shown("dynamic")[0] == "I love the espresso machine."
     assert shown("dynamic", "My kettle broke")[0] == "The kettle broke after a week."
+    # Nothing but stop words: nothing is like it, so the file's first N (BM25 used to raise IndexError here).
+    assert shown("dynamic", "What is it?") == shown("first")
+    # One word in common: that example first, then the file's order fills the rest.
+    assert shown("dynamic", "Why kettle?") == ["The kettle broke after a week.", "The grinder is loud and broke."]
