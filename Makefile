@@ -51,11 +51,11 @@ eval-sentiment: setup data-sentiment prompts/tuned/sentiment-best-prompt/variant
 	$(VENV)/bin/assistant eval eval/suites/sentiment.yaml
 
 # What the sentiment suite compares that is built here: the searched prompt (its examples are third-party rows,
-# so it is not committed) and the 0.5B adapter.
+# so it is not committed) and the 0.5B adapter (committed: trained only where it is missing).
 prompts/tuned/sentiment-best-prompt/variant.yaml: data/sentiment/eval.jsonl configs/sentiment-prompt-search.yaml | setup
 	$(VENV)/bin/assistant tune-prompt configs/sentiment-prompt-search.yaml --overwrite
 
-adapters/sentiment-qwen-lora/variant.yaml: data/sentiment/eval.jsonl configs/sentiment-qwen-train.yaml | setup models
+adapters/sentiment-qwen-lora/variant.yaml: | setup models data-sentiment
 	$(VENV)/bin/assistant train configs/sentiment-qwen-train.yaml --overwrite
 
 # From the raw data to a report on a new domain with the CLI alone (bench/questions_end_to_end.sh times it).
