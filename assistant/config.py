@@ -75,6 +75,27 @@ class ContextSettings:
     """Abstain when no passage is at least this relevant to the question: the bot answers with
     prompt.variables.abstention without asking the model. Relevance is the best passage's cosine similarity
     (dense and hybrid retrievers, 0 to 1) or BM25 score (bm25). None: never abstain before the model."""
+    embedder: str | None = None
+    """Folder of a sentence-embedding model trained on the domain (``assistant train-retriever``) for the dense
+    and hybrid retrievers; none: the packaged all-MiniLM-L6-v2. Its weights count in the variant hash."""
+    conversations: str | None = None
+    """JSONL file of past conversations whose rows name their ``source`` document (the training data): the
+    past questions most like the user's vote for their documents, and those documents' passages rank first.
+    None: the documents alone decide."""
+    conversations_k: int = 5
+    """How many of the most similar past questions vote (with context.conversations)."""
+    rerank: str | None = None
+    """Folder of a cross-encoder trained on the domain (``assistant train-retriever`` with kind cross-encoder)
+    that re-scores the first context.rerank_candidates passages for the question; none: no reranking."""
+    rerank_candidates: int = 20
+    """Passages the reranker re-scores (with context.rerank)."""
+    expand: Literal["passage", "section", "document"] = "passage"
+    """What the model is shown for a retrieved passage: the passage itself, its whole section, or its whole
+    document, when that fits context.max_words (else the passage alone). A document or section already shown
+    is not shown twice."""
+    max_words: int | None = None
+    """Words the shown passages may hold together: they are taken in rank order, at most context.top_k of
+    them, while they fit. None: the top context.top_k passages, however long."""
 
 
 @dataclass
@@ -177,6 +198,11 @@ class Variant(FileSettings):
             p["few_shot"] = fingerprint(self.resolve(p["few_shot"]))
         if c["documents"]:
             c["documents"] = fingerprint(self.resolve(c["documents"]))
+        for key in ("embedder", "rerank"):  # model folders: by their weights
+            if c.get(key):
+                c[key] = fingerprint(self.resolve(c[key]), suffixes=(".safetensors", ".bin"))
+        if c.get("conversations"):
+            c["conversations"] = fingerprint(self.resolve(c["conversations"]))
         p["template"] = _template_identity(self)
         return data
 
@@ -186,7 +212,9 @@ class Variant(FileSettings):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-ADDED_SETTINGS = [("context", "min_relevance"), ("prompt", "few_shot_selection")]
+ADDED_SETTINGS = [("context", "min_relevance"), ("prompt", "few_shot_selection"), ("context", "embedder"),
+                  ("context", "conversations"), ("context", "conversations_k"), ("context", "rerank"),
+                  ("context", "rerank_candidates"), ("context", "expand"), ("context", "max_words")]
 """Settings added after variants were first hashed: left out of the hash while at their default, so that
 every variant written before them (reports' winners, adapters' variant files, feedback rows) keeps its hash."""
 
@@ -214,6 +242,8 @@ def portable_variant(variant: Variant, folder: Path) -> dict[str, Any]:
     data["model"]["adapter"] = rel(variant.model.adapter)
     data["prompt"]["few_shot"] = rel(variant.prompt.few_shot)
     data["context"]["documents"] = rel(variant.context.documents)
+    for key in ("embedder", "conversations", "rerank"):
+        data["context"][key] = rel(getattr(variant.context, key))
     data["serving"]["gguf"] = rel(variant.serving.gguf)
     # a template found next to the variant (or given absolute) is a path; one only in prompts/ is a name
     if variant.resolve(variant.prompt.template).is_file():
@@ -276,6 +306,8 @@ _RANGES = [  # (setting, lowest allowed value, what to say)
     ("generation.temperature", 0, "must be 0 or more"),
     ("context.top_k", 1, "must be at least 1"),
     ("context.chunk_words", 10, "must be at least 10"),
+    ("context.conversations_k", 1, "must be at least 1"),
+    ("context.rerank_candidates", 1, "must be at least 1"),
     ("prompt.few_shot_count", 0, "must be 0 or more"),
     ("serving.parallel", 1, "must be at least 1"),
     ("serving.threads", 0, "must be 0 (every core) or more"),
@@ -300,6 +332,11 @@ def _check_ranges(v: Variant) -> list[str]:
         if not str(v.prompt.variables.get("abstention", "")).strip():
             problems.append("context.min_relevance: set prompt.variables.abstention to what the bot says when it "
                             "abstains")
+    for key in ("conversations", "rerank", "embedder"):
+        if getattr(v.context, key) and not v.context.documents:
+            problems.append(f"context.{key}: needs context.documents (it ranks their passages)")
+    if v.context.max_words is not None and v.context.max_words < 10:
+        problems.append("context.max_words: must be at least 10, or none")
     if v.serving.engine == "openai" and not v.serving.url:
         problems.append("serving.url: engine 'openai' needs the server's base URL, e.g. http://127.0.0.1:8000/v1")
     return problems

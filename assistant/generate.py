@@ -24,6 +24,7 @@ from assistant.context import Passage, load_documents, retrieval_query, trim_his
 from assistant.data import DataError, read_examples
 from assistant.engines import Engine, Sampling, cut_at_stop, resolve_engine, shared_engine
 from assistant.engines.transformers_engine import end_of_turn_ids  # noqa: F401  (re-exported)
+from assistant.evidence import Evidence, EvidenceSettings
 from assistant.models.loading import LoadedBase, attach_adapter, shared_base, shared_tokenizer
 from assistant.prompts import PromptTemplate, find_template, render_messages
 from assistant.retrieval import Retriever
@@ -71,16 +72,29 @@ _RETRIEVERS: dict[tuple, Retriever] = {}
 _RETRIEVERS_LOCK = threading.Lock()
 
 
-def shared_retriever(folder: Path, method: str, chunk_words: int) -> Retriever:
-    """One index per (documents folder, method, passage size) in a process. Passage embeddings live on disk
-    in one index per folder and passage size, so adding, editing or removing a document embeds only it."""
-    key = (str(folder), method, chunk_words)
+def shared_retriever(folder: Path, method: str, chunk_words: int, embedder: Path | None = None) -> Retriever:
+    """One index per (documents folder, method, passage size, embedder) in a process. Passage embeddings live
+    on disk in one index per folder, passage size and embedder, so adding, editing or removing a document
+    embeds only it."""
+    key = (str(folder), method, chunk_words, str(embedder or ""))
     with _RETRIEVERS_LOCK:
         if key not in _RETRIEVERS:
-            name = hashlib.sha256(f"{Path(folder).resolve()}|{chunk_words}".encode()).hexdigest()[:16]
+            spelled = f"{Path(folder).resolve()}|{chunk_words}" + (f"|{Path(embedder).resolve()}" if embedder else "")
+            name = hashlib.sha256(spelled.encode()).hexdigest()[:16]
             _RETRIEVERS[key] = Retriever(load_documents(folder, chunk_words), method,
-                                         index=cache_dir() / "passage-index" / name)
+                                         index=cache_dir() / "passage-index" / name, embedder=embedder)
         return _RETRIEVERS[key]
+
+
+def evidence_settings(variant: Variant) -> EvidenceSettings:
+    """The variant's retrieval stages as plain values, its paths resolved."""
+    c = variant.context
+
+    def path(value: str | None) -> Path | None:
+        return variant.resolve(value) if value else None
+
+    return EvidenceSettings(c.top_k, path(c.conversations), c.conversations_k, path(c.rerank), c.rerank_candidates,
+                            c.expand, c.max_words, path(c.embedder))
 
 
 def select_examples(pool: list[list[dict[str, str]]], count: int, how: str) -> list[list[dict[str, str]]]:
@@ -123,7 +137,7 @@ class Bot:
         self._engine: Engine | None = None
         self._adapter_handle: Any = None
         self._template: PromptTemplate | None = None
-        self._retriever: Retriever | None = None
+        self._retriever: Evidence | None = None
         self._examples: list | None = None
         self._example_pool: list | None = None
         self._example_retriever: Retriever | None = None
@@ -138,10 +152,14 @@ class Bot:
         return self._template
 
     @property
-    def retriever(self) -> Retriever | None:
+    def retriever(self) -> Evidence | None:
+        """The retriever with the variant's stages (votes, reranking, expansion): what finds the passages."""
         ctx = self.variant.context
         if ctx.documents and self._retriever is None:
-            self._retriever = shared_retriever(self.variant.resolve(ctx.documents), ctx.retriever, ctx.chunk_words)
+            settings = evidence_settings(self.variant)
+            plain = shared_retriever(self.variant.resolve(ctx.documents), ctx.retriever, ctx.chunk_words,
+                                     settings.embedder)
+            self._retriever = Evidence(plain, settings)
         return self._retriever
 
     @property
@@ -175,7 +193,8 @@ class Bot:
                              for i, ex in enumerate(self.example_pool)]
                 index = cache_dir() / "example-index" / hashlib.sha256(
                     str(self.variant.resolve(p.few_shot)).encode()).hexdigest()[:16]
-                self._example_retriever = Retriever(questions, self.variant.context.retriever, index=index)
+                self._example_retriever = Retriever(questions, self.variant.context.retriever, index=index,
+                                                    embedder=evidence_settings(self.variant).embedder)
         found = self._example_retriever.search(retrieval_query(history), p.few_shot_count)
         chosen = [int(passage.source.split()[1]) for passage in found]
         chosen += [i for i in range(len(self.example_pool)) if i not in chosen][: p.few_shot_count - len(chosen)]
@@ -254,7 +273,7 @@ class Bot:
             raise ValueError("the conversation must end with a user message")
         tokenizer = self.tokenizer
         ctx = self.variant.context
-        found = self.retriever.retrieve(retrieval_query(history), ctx.top_k) if self.retriever else None
+        found = self.retriever.find(retrieval_query(history)) if self.retriever else None
         examples = self.examples_for(history)
         passages = found.passages if found else []
         abstention = None

@@ -105,16 +105,24 @@ class Encoder(Protocol):
 
 
 class SentenceEncoder:
-    """all-MiniLM-L6-v2 through sentence-transformers: mean pooling over tokens (as the model was trained),
-    texts truncated at 256 tokens, unit-length rows, so a dot product of two embeddings is their cosine."""
+    """A sentence-transformers model: the packaged all-MiniLM-L6-v2 (mean pooling over tokens, as the model was
+    trained, texts truncated at 256 tokens), or a folder that ``assistant train-retriever`` fine-tuned from it.
+    Rows are unit length, so a dot product of two embeddings is their cosine.
 
-    def __init__(self):
+    Args:
+        folder: a sentence-transformers model folder; None: the packaged all-MiniLM-L6-v2.
+    """
+
+    def __init__(self, folder: Path | None = None):
         from sentence_transformers import SentenceTransformer
 
-        self.folder = embedder_path()
+        self.folder = Path(folder) if folder else embedder_path()
+        if not (self.folder / "config.json").is_file():
+            raise ContextError(f"{self.folder}: not a sentence-embedding model folder (no config.json)")
         self.model = SentenceTransformer(str(self.folder), device="cpu", local_files_only=True)
         self.dimension = self.model.get_embedding_dimension()
-        self.name = f"all-MiniLM-L6-v2:{weights_fingerprint(self.folder)}"
+        label = "all-MiniLM-L6-v2" if folder is None else self.folder.name
+        self.name = f"{label}:{weights_fingerprint(self.folder)}"
         # A fast tokenizer sets padding/truncation state on its Rust object per call, so two threads using
         # the shared encoder at once fail with "Already borrowed"; embedding is short, so serialize it.
         self._lock = threading.Lock()
@@ -126,17 +134,18 @@ class SentenceEncoder:
                                      convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
 
 
-_ENCODER: SentenceEncoder | None = None
+_ENCODERS: dict[str, SentenceEncoder] = {}
 _ENCODER_LOCK = threading.Lock()
 
 
-def sentence_encoder() -> SentenceEncoder:
-    """The process-wide ``SentenceEncoder``: retrieval and the semantic-similarity metric share one model."""
-    global _ENCODER
+def sentence_encoder(folder: Path | None = None) -> SentenceEncoder:
+    """The process-wide ``SentenceEncoder`` of a model folder (None: the packaged all-MiniLM-L6-v2, which
+    retrieval and the semantic-similarity metric share)."""
+    key = str(Path(folder).resolve()) if folder else ""
     with _ENCODER_LOCK:
-        if _ENCODER is None:
-            _ENCODER = SentenceEncoder()
-        return _ENCODER
+        if key not in _ENCODERS:
+            _ENCODERS[key] = SentenceEncoder(Path(folder) if folder else None)
+        return _ENCODERS[key]
 
 
 def embedder_path() -> Path:
@@ -345,36 +354,43 @@ class Retrieval:
 class Retriever:
     """Top-k passages for a query, by BM25, dense embeddings, or both fused by reciprocal rank."""
 
-    def __init__(self, passages: Sequence[Passage], method: str = "bm25", index: Path | None = None):
+    def __init__(self, passages: Sequence[Passage], method: str = "bm25", index: Path | None = None,
+                 embedder: Path | None = None):
         """Args:
             passages: what to search.
             method: 'bm25', 'dense' or 'hybrid'.
             index: folder of the on-disk embedding index; by default one under the cache.
+            embedder: sentence-embedding model folder for dense and hybrid; None: the packaged MiniLM.
         """
         if method not in ("bm25", "dense", "hybrid"):
             raise ContextError(f"unknown retriever {method!r}")
         self.method = method
         self.passages = list(passages)
         self.bm25 = BM25Index(passages) if method in ("bm25", "hybrid") else None
-        self.dense = DenseIndex(passages, index) if method in ("dense", "hybrid") else None
+        self.dense = DenseIndex(passages, index, sentence_encoder(embedder)) if method in ("dense", "hybrid") else None
 
     def search(self, query: str, k: int) -> list[Passage]:
         return self.retrieve(query, k).passages
 
     def retrieve(self, query: str, k: int) -> Retrieval:
         """The top ``k`` passages for ``query`` and the relevance of the best one."""
+        ranked, relevance = self.ranked(query, k)
+        return Retrieval([self.passages[i] for i in ranked], relevance)
+
+    def ranked(self, query: str, depth: int) -> tuple[list[int], float]:
+        """Positions in ``passages`` of the ``depth`` best passages for ``query``, best first (BM25: only those
+        sharing a word with it), and the relevance of the best one (see ``Retrieval.relevance``)."""
         if self.method == "bm25":
             scores = self.bm25.scores(query)
-            best = [i for i in top_indices(scores, k) if scores[i] > 0]
-            return Retrieval([self.passages[i] for i in best], float(scores[best[0]]) if best else 0.0)
-        dense = self.dense.scored(query, FUSION_DEPTH if self.method == "hybrid" else k)
+            best = [i for i in top_indices(scores, depth) if scores[i] > 0]
+            return best, float(scores[best[0]]) if best else 0.0
+        dense = self.dense.scored(query, FUSION_DEPTH if self.method == "hybrid" else depth)
         relevance = max((score for _, score in dense), default=0.0)
         if self.method == "dense":
-            return Retrieval([self.passages[i] for i, _ in dense[:k]], relevance)
+            return [i for i, _ in dense[:depth]], relevance
         # Reciprocal rank fusion (Cormack et al., 2009), with their constant 60.
         fused: dict[int, float] = {}
         for ranking in (self.bm25.ranking(query, FUSION_DEPTH), [i for i, _ in dense]):
             for rank, i in enumerate(ranking):
                 fused[i] = fused.get(i, 0.0) + 1.0 / (60 + rank + 1)
-        best = sorted(fused, key=lambda i: -fused[i])[:k]
-        return Retrieval([self.passages[i] for i in best], relevance)
+        return sorted(fused, key=lambda i: -fused[i])[:depth], relevance

@@ -61,15 +61,34 @@ def test_eval_cases_paraphrase_training_questions_without_copying():
         question = case["messages"][0]["content"]
         assert case["reference"].strip() and case["intent"] in INTENTS and case["sentiment"] in SENTIMENTS
         assert re.sub(r"\W+", " ", question.lower()).strip() not in train_questions, case["id"]
-        if "unanswerable" in case["tags"]:
+        if "unanswerable" in case["tags"] or "unseen" in case["tags"]:
             assert "paraphrase_of" not in case
             assert max(len(words(question) & words(q)) / len(words(question) | words(q)) for q in train_questions) < 0.6
             continue
+        assert case["source"] == train[case["paraphrase_of"]]["source"] and "paraphrase" in case["tags"]
         original = train[case["paraphrase_of"]]["messages"][0]["content"]
         a, b = words(question), words(original)
         assert len(a & b) / len(a | b) < 0.6, case["id"]
         if "keyword" in case:
             assert case["keyword"].lower() in case["reference"].lower()
+
+
+def test_unseen_cases_ask_for_facts_no_training_reply_states():
+    """The `unseen` cases are written from the documents: each reference states a checkable fact of its source
+    document that no training reply of that document states, so retrieval must find it in the documents."""
+    from assistant.facts import extract_facts
+
+    replies: dict[str, set] = {}
+    for row in rows("train.jsonl"):
+        for m in row["messages"]:
+            if m["role"] == "assistant":
+                replies.setdefault(row["source"], set()).update(extract_facts(m["content"]))
+    unseen = [c for c in rows("eval.jsonl") if "unseen" in c["tags"]]
+    assert len(unseen) >= 30
+    for case in unseen:
+        document = (DATA / "docs" / case["source"]).read_text(encoding="utf-8")
+        new = {f for f in extract_facts(case["reference"]) - replies.get(case["source"], set()) if f[0] != "answer"}
+        assert new & extract_facts(document), case["id"]
 
 
 @pytest.mark.parametrize("field,values", [("intent", INTENTS), ("sentiment", SENTIMENTS)])

@@ -13,7 +13,7 @@ import pytest
 
 from assistant.metrics import HIGHER_IS_BETTER, METRICS_DIR, SCALE, available_metrics, load_metric
 
-NAMES = ["abstention", "accuracy", "bleu", "chrf", "exact_match", "grounding", "key_facts", "macro_f1", "perplexity", "rouge_l",
+NAMES = ["abstention", "accuracy", "bleu", "chrf", "context_recall", "exact_match", "grounding", "key_facts", "macro_f1", "perplexity", "rouge_l",
          "semantic_similarity"]
 
 
@@ -217,6 +217,21 @@ def test_key_facts_counts_stated_and_contradicted_facts(metric):
     sorry = "I'm sorry, I can't find that in our help articles. Call 1-800-555-0142, Monday to Friday 8 a.m. to 8 p.m."
     abstained = metric("key_facts").compute(predictions=[sorry], references=[sorry])  # an unanswerable case
     assert abstained["facts"] == [0] and math.isnan(abstained["scores"][0])  # left to the abstention metric
+
+
+def test_context_recall_counts_the_reference_facts_the_passages_hold(metric):
+    reference = "Opened grinders are accepted within 30 days with a 15% restocking fee."  # 2 facts
+    result = metric("context_recall").compute(
+        predictions=["[1] Returns: within thirty days of delivery.\n\n[2] Fees: a 15 percent restocking fee.",
+                     "[1] Returns: within 14 days.",          # the same kind of fact, another value: not held
+                     "[1] Opened items: 15% restocking fee.",  # one of two
+                     "[1] Anything at all about 30 days."],    # reference without facts: no value
+        references=[reference, reference, reference, "Happy to help."])
+    assert result["facts"] == [2, 2, 2, 0] and result["in_context"] == [2, 0, 1, 0]
+    assert result["scores"][:3] == [1.0, 0.0, 0.5] and math.isnan(result["scores"][3])
+    assert result["context_recall"] == 3 / 6
+    sorry = "I'm sorry, I can't find that in our help articles. Call 1-800-555-0142."
+    assert metric("context_recall").compute(predictions=[sorry], references=[sorry])["facts"] == [0]
 
 
 def test_grounding_counts_facts_the_sources_do_not_support(metric):

@@ -206,6 +206,8 @@ class Answer:
     """Summed negative log-likelihood of the reference answer (nats), when perplexity is measured."""
     ref_tokens: int | None = None
     """Tokens of the reference answer, when perplexity is measured."""
+    passage_texts: list[str] | None = None
+    """The text of every passage shown, in the order shown (None in answers cached before it was kept)."""
 
     @classmethod
     def from_record(cls, record: dict | None) -> "Answer | None":
@@ -283,7 +285,8 @@ def answer_cases(
                     case = suite.cases[i]
                     nll, ref_tokens = reference_nll(bot, case.messages, case.reference) if scored else (None, None)
                     record = Answer(case.id, reply.text, reply.new_tokens, reply.prompt_tokens,
-                                    [p.cite() for p in reply.passages], nll, ref_tokens)
+                                    [p.cite() for p in reply.passages], nll, ref_tokens,
+                                    [p.text for p in reply.passages])
                     generated_tokens += 0 if reply.abstained else reply.new_tokens
                     records[i] = record
                     if cache:

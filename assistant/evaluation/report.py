@@ -25,6 +25,7 @@ from typing import Any
 
 from assistant.artifacts import publish_atomically, write_json
 from assistant.config import portable_variant
+from assistant.evaluation.fact_loss import fact_loss_section, plot_fact_loss
 from assistant.evaluation.probe import probe_markdown
 from assistant.evaluation.run import SuiteResult
 from assistant.evaluation.scoring import FACT_ERRORS, extract_label
@@ -41,6 +42,7 @@ METRIC_TITLES = {
     "macro_f1": "Macro-F1",
     "key_facts": "Key-fact recall",
     "grounding": "Grounding",
+    "context_recall": "Context recall",
     "abstention": "Abstention (right decisions)",
 }
 
@@ -211,7 +213,9 @@ def results_rows(result: SuiteResult) -> list[dict[str, Any]]:
                 "new_tokens": record.new_tokens,
                 "prompt_tokens": record.prompt_tokens,
                 "passages": record.passages,
+                "passage_texts": record.passage_texts,
                 "tags": case.tags,
+                **({"source": case.source} if case.source else {}),
                 "scores": {m: _finite(result.scores[name][m].per_case[i]) for m in result.suite.metrics},
             }
             if case.label is not None:
@@ -231,6 +235,7 @@ def write_report(result: SuiteResult, reports: Path | None = None, now: float | 
     def build(staging: Path) -> None:
         plot_metrics(result, staging / "metrics.png")
         plot_cost(result, staging / "cost.png")
+        plot_fact_loss(result, staging / "fact_loss.png")
         rows = results_rows(result)
         with open(staging / "results.jsonl", "w", encoding="utf-8") as handle:
             for row in rows:
@@ -339,6 +344,7 @@ def render_markdown(result: SuiteResult, stamp: str) -> str:
                 "answer names; '(none)' when it names none), against the reference labels.", "",
                 _markdown_table(*label_table(result)), ""]
     out += facts_section(result)
+    out += fact_loss_section(result)
     out += abstention_section(result)
     out += cost_section(result)
     out += probe_markdown(result.probe, result.ranking)
@@ -589,6 +595,10 @@ def render_html(result: SuiteResult, stamp: str, rows: list[dict], chart: Path) 
     cost_image = base64.b64encode((chart.parent / "cost.png").read_bytes()).decode()
     parts += ["<h2>Quality and cost</h2>", _html_table(*cost_rows(result)),
               f"<img alt='quality against cost' src='data:image/png;base64,{cost_image}'>"]
+    if (chart.parent / "fact_loss.png").is_file():
+        loss_image = base64.b64encode((chart.parent / "fact_loss.png").read_bytes()).decode()
+        parts += ["<h2>Where the facts are lost</h2>", "<p>The full tables are in report.md.</p>",
+                  f"<img alt='where the reference facts are lost' src='data:image/png;base64,{loss_image}'>"]
     if result.judged:
         parts += ["<h2>Judge</h2>", _html_table(*judge_table(result))]
     parts.append(f"<h2>Every case ({len(suite.cases)})</h2>")

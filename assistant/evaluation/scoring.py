@@ -60,6 +60,10 @@ def score_run(suite: Suite, run: VariantRun) -> dict[str, MetricScores]:
             else:
                 result = module.compute(predictions=predicted, references=gold)
                 statistic = mean_of(result["scores"])
+        elif name == "context_recall":
+            result = module.compute(predictions=shown_texts(run, suite), references=references)
+            part, whole = (np.array(result[k], dtype=float) for k in FACT_METRICS[name])
+            statistic = lambda idx, part=part, whole=whole: float(part[idx].sum() / max(whole[idx].sum(), 1))
         elif name in FACT_METRICS:
             sources = references if name == "key_facts" else prompt_texts(run, suite)
             result = module.compute(predictions=answers, references=sources)
@@ -78,7 +82,8 @@ def score_run(suite: Suite, run: VariantRun) -> dict[str, MetricScores]:
     return out
 
 
-FACT_METRICS = {"key_facts": ("stated", "facts"), "grounding": ("supported", "claimed")}
+FACT_METRICS = {"key_facts": ("stated", "facts"), "grounding": ("supported", "claimed"),
+                "context_recall": ("in_context", "facts")}
 """Fact metrics, aggregated as a ratio of sums over the cases (cases without facts weigh nothing), with the
 per-case counts their module returns for it. Their per-case counts of errors get intervals of their own."""
 FACT_ERRORS = {"key_facts": "contradicted", "grounding": "unsupported"}
@@ -91,6 +96,22 @@ def prompt_texts(run: VariantRun, suite: Suite) -> list[str]:
 
     bot = Bot(run.variant)
     return [bot.prepare(case.messages).text for case in suite.cases]
+
+
+def shown_texts(run: VariantRun, suite: Suite) -> list[str]:
+    """The passages each answer was shown, joined: kept with the answer, or (answers cached before that was
+    kept) found again the way the variant finds them, which needs the retriever and no model."""
+    if all(r.passage_texts is not None for r in run.records):
+        return ["\n\n".join(r.passage_texts) for r in run.records]
+    from assistant.context import retrieval_query
+    from assistant.generate import Bot
+
+    bot = Bot(run.variant)
+    found = [bot.retriever.find(retrieval_query(c.messages)).passages if bot.retriever else [] for c in suite.cases]
+    for record, passages in zip(run.records, found):
+        if record.passage_texts is None:
+            record.passage_texts = [p.text for p in passages]
+    return ["\n\n".join(r.passage_texts) for r in run.records]
 
 
 def _macro_f1_statistic(predicted: list[str], gold: list[str], labels: list[str]) -> Callable:

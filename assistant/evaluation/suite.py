@@ -52,6 +52,8 @@ SUITE_FIELDS = {
     "promote": "After the report, run the promotion gate on its winner (assistant promote): serve it only if it "
                "beats the served variant significantly and is not worse on facts beyond promotion_margin.",
     "promotion_margin": "How much worse on a fact metric a promoted winner may be (default 0.02).",
+    "groups": "Case tags whose cases the fact-loss section reports separately as well as all together, e.g. "
+              "[unseen, paraphrase].",
     "budget": "Cost budget for the winner: min_decode_tokens_per_second, max_first_token_seconds, "
               "min_tokens_per_second, max_training_minutes. The winner is the best variant within it; the report "
               "says what a bigger budget would buy.",
@@ -105,6 +107,9 @@ class Case:
     reference: str
     label: str | None = None
     tags: list[str] = field(default_factory=list)
+    source: str | None = None
+    """The document that holds the answer (a file under the variant's documents folder), when the case names
+    it: what retrieval hit@k is measured against."""
 
     def case_hash(self) -> str:
         canonical = json.dumps({"messages": self.messages, "reference": self.reference}, sort_keys=True)
@@ -166,8 +171,11 @@ def _case(row: Any, where: str, number: int) -> tuple[Case | None, str | None]:
     tags = row.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         return None, "'tags' must be a list of strings"
+    source = row.get("source")
+    if source is not None and (not isinstance(source, str) or not source.strip()):
+        return None, "'source' must be the name of a document file"
     return Case(str(row.get("id", f"line-{number}")), where, messages, reference,
-                None if label is None else str(label), tags), None
+                None if label is None else str(label), tags, source), None
 
 
 @dataclass
@@ -212,6 +220,8 @@ class Suite:
     budget: Budget | None = None
     promote: bool = False
     promotion_margin: float = 0.02
+    groups: list[str] = field(default_factory=list)
+    """Case tags reported separately in the fact-loss section."""
 
     def variant(self, name: str) -> SuiteVariant:
         for v in self.variants:
@@ -251,6 +261,13 @@ def load_suite(path: str | Path, only: Iterable[str] = (), limit: int | None = N
     numbers = {key: fields.whole_number(key, default, lowest)
                for key, default, lowest in (("batch_size", 8, 1), ("bootstrap_rounds", 2000, 100), ("cost_probe", 3, 0))}
     budget = _budget(fields)
+    groups = data.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        fields.problem("groups", "'groups' must be a list of case tags")
+        groups = []
+    for group in groups:
+        if fields.limit is None and cases and not any(group in c.tags for c in cases):
+            fields.problem("groups", f"no case is tagged {group!r}")
     if fields.problems:
         raise SuiteError(f"{path}: {len(fields.problems)} problem(s):\n  " + "\n  ".join(fields.problems))
     if only:
@@ -259,7 +276,7 @@ def load_suite(path: str | Path, only: Iterable[str] = (), limit: int | None = N
     return Suite(data.get("name") or path.stem, path.resolve(), fields.cases_file, cases, variants, metrics, primary,
                  secondary, labels, numbers["batch_size"], fields.limit, judge, reports, bool(data.get("serve", True)),
                  numbers["bootstrap_rounds"], numbers["cost_probe"], budget, bool(data.get("promote", False)),
-                 float(data.get("promotion_margin", 0.02)))
+                 float(data.get("promotion_margin", 0.02)), list(groups))
 
 
 class _Fields:
