@@ -282,7 +282,8 @@ def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_m
     from assistant.variants import load_variant as load_winner
 
     suite = load_suite(write_suite(tmp_path, tiny_model_dir,
-                                   metrics="[rouge_l, exact_match, perplexity, accuracy, macro_f1, key_facts, grounding]"))
+                                   metrics="[rouge_l, exact_match, perplexity, accuracy, macro_f1, key_facts, grounding, "
+                                           "context_recall]"))
     result = evaluate_suite(suite, cache=AnswerCache(tmp_path / "cache"), quiet=True)
     # grounding checks each answer against the prompt its variant rendered: passages included where retrieved
     sources = {name: prompt_texts(run, suite) for name, run in result.runs.items()}
@@ -315,6 +316,12 @@ def test_full_run_writes_a_report_and_the_app_serves_the_winner(tmp_path, tiny_m
     assert "## Predicted labels" in markdown and "| reference | 1 | 2 | 1 | 0 |" in markdown
     assert "## Facts" in markdown and "contradicted facts per answer" in markdown
     assert "## Quality and cost" in markdown and (folder / "cost.png").stat().st_size > 10_000
+    # where the facts are lost: the plain variant is shown no passage, the retrieval one the returns document
+    recall = {name: result.scores[name]["context_recall"].extra["in_context"] for name in result.runs}
+    assert sum(recall["plain"]) == 0 and recall["retrieval"][0] == 1  # "30 days" is in returns.md
+    assert "## Where the facts are lost" in markdown and (folder / "fact_loss.png").stat().st_size > 5_000
+    shown = {r["variant"]: r["passage_texts"] for r in rows if r["case"] == rows[0]["case"]}
+    assert shown["plain"] == [] and "30 days to return" in shown["retrieval"][0]
     for run in result.runs.values():  # the probe streamed a case before the batches: both speeds measured
         assert run.cost["first_token_seconds"] > 0 and run.cost["decode_tokens_per_second"] > 0
 
