@@ -53,7 +53,8 @@ def test_training_conversations_alternate_and_every_customer_message_is_labelled
 
 def test_eval_cases_paraphrase_training_questions_without_copying():
     """Answerable cases paraphrase a training question; unanswerable ones (their answer is in no document)
-    ask about topics no training question covers, so they test whether abstaining generalises."""
+    ask about topics no training question covers, so they test whether abstaining generalises. Multi-turn
+    cases have their own test below."""
     train = {row["id"]: row for row in rows("train.jsonl") + rows("unanswerable-train.jsonl")}
     train_questions = {re.sub(r"\W+", " ", m["content"].lower()).strip()
                        for row in train.values() for m in row["messages"] if m["role"] == "user"}
@@ -61,6 +62,9 @@ def test_eval_cases_paraphrase_training_questions_without_copying():
         question = case["messages"][0]["content"]
         assert case["reference"].strip() and case["intent"] in INTENTS and case["sentiment"] in SENTIMENTS
         assert re.sub(r"\W+", " ", question.lower()).strip() not in train_questions, case["id"]
+        if "multi-turn" in case["tags"]:
+            assert "paraphrase_of" not in case
+            continue
         if "unanswerable" in case["tags"] or "unseen" in case["tags"]:
             assert "paraphrase_of" not in case
             assert max(len(words(question) & words(q)) / len(words(question) | words(q)) for q in train_questions) < 0.6
@@ -89,6 +93,32 @@ def test_unseen_cases_ask_for_facts_no_training_reply_states():
         document = (DATA / "docs" / case["source"]).read_text(encoding="utf-8")
         new = {f for f in extract_facts(case["reference"]) - replies.get(case["source"], set()) if f[0] != "answer"}
         assert new & extract_facts(document), case["id"]
+
+
+def test_multi_turn_cases_answer_the_last_turn_of_a_conversation():
+    """The `multi-turn` cases hold a conversation so far, earlier support answers included, and a reference for
+    its last user turn: a follow-up that only makes sense with the history, a switch to another topic, or a
+    correction of what the customer said before. So they test whether the assistant reads the history."""
+    from assistant.facts import extract_facts
+
+    kinds = {"follow-up", "topic-switch", "correction"}
+    train_questions = {re.sub(r"\W+", " ", m["content"].lower()).strip()
+                       for row in rows("train.jsonl") + rows("unanswerable-train.jsonl")
+                       for m in row["messages"] if m["role"] == "user"}
+    multi = [c for c in rows("eval.jsonl") if "multi-turn" in c["tags"]]
+    assert len(multi) >= 30
+    assert {kind for c in multi for kind in c["tags"] if kind in kinds} == kinds
+    for case in multi:
+        roles = [m["role"] for m in case["messages"]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"], case["id"]
+        assert 2 <= roles.count("user") <= 4, case["id"]
+        assert all(m["content"].strip() for m in case["messages"]), case["id"]
+        assert (DATA / "docs" / case["source"]).is_file(), case["id"]
+        assert len(kinds & set(case["tags"])) == 1, case["id"]
+        last = case["messages"][-1]["content"]
+        assert re.sub(r"\W+", " ", last.lower()).strip() not in train_questions, case["id"]
+        # a checkable fact: an amount, a number with its unit, a duration, a code (not only a name or a yes/no)
+        assert {f for f in extract_facts(case["reference"]) if f[0] not in ("name", "answer")}, case["id"]
 
 
 @pytest.mark.parametrize("field,values", [("intent", INTENTS), ("sentiment", SENTIMENTS)])
