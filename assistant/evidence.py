@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -81,23 +80,19 @@ class ConversationVotes:
 
 
 class CrossEncoderReranker:
-    """A sentence-transformers cross-encoder folder, scoring (question, passage) pairs; loaded on first use."""
+    """A cross-encoder folder (``assistant train-retriever`` with kind cross-encoder) scoring (question, passage)
+    pairs; the model loads on first use (``assistant.reranking``)."""
 
     def __init__(self, folder: Path):
         if not (Path(folder) / "config.json").is_file():
             raise ContextError(f"{folder}: not a cross-encoder folder (no config.json); train one with "
                                "assistant train-retriever and kind: cross-encoder")
         self.folder = Path(folder)
-        self._model = None
-        self._lock = threading.Lock()
 
     def scores(self, query: str, texts: list[str]) -> list[float]:
-        with self._lock:  # one tokenizer shared by the app's threads
-            if self._model is None:
-                from sentence_transformers import CrossEncoder
+        from assistant.reranking import rerank_scores
 
-                self._model = CrossEncoder(str(self.folder), device="cpu", local_files_only=True)
-            return [float(s) for s in self._model.predict([(query, t) for t in texts], show_progress_bar=False)]
+        return rerank_scores(self.folder, query, texts)
 
 
 def fuse_with_votes(ranking: list[int], passages: Sequence[Passage], voted: list[str]) -> list[int]:

@@ -1,5 +1,6 @@
-"""Typed settings of a training run: what `assistant train CONFIG.yaml` reads (supervised fine-tuning) and
-what `assistant train --method dpo [CONFIG.yaml]` reads (preference tuning from votes).
+"""Typed settings of a training run: what `assistant train CONFIG.yaml` reads (supervised fine-tuning), what
+`assistant train --method dpo [CONFIG.yaml]` reads (preference tuning from votes) and what `assistant
+train-retriever CONFIG.yaml` reads (an embedder or reranker trained on the domain's documents).
 
 Defaults live in the dataclasses below, a YAML file only sets values, and KEY=VALUE overrides from the
 command line win over the file. Every problem is reported at once, naming the file, before any data or
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from assistant.config import EMBEDDED_BASE
 from assistant.settings_reader import ConfigError, FileSettings, apply_overrides, build_settings, read_settings_file
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -255,3 +257,107 @@ def load_dpo_settings(path: str | Path | None, overrides: list[str] | tuple[str,
         _check_name(settings.name, errors)
     _raise(path if path is not None else "train --method dpo", errors)
     return settings
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Retrieval models: what `assistant train-retriever CONFIG.yaml` reads (see ``retriever.py``).
+
+
+@dataclass
+class DraftingSettings:
+    base: str = EMBEDDED_BASE
+    """Model that drafts questions for each passage: the embedded default, a catalog name (assistant models
+    list), a hub id or a local folder."""
+    quantization: Literal["nf4", "none"] = "nf4"
+    """Its weights with the transformers engine (llama.cpp runs a GGUF base as it is)."""
+    questions_per_passage: int = 3
+    """Questions asked for per passage; a question is kept only when BM25 finds its passage's document among
+    the first three for it."""
+    max_new_tokens: int = 96
+    """Longest drafted reply in tokens."""
+
+
+@dataclass
+class RetrieverTrainConfig(FileSettings):
+    documents: str = ""
+    """Folder of the domain's Markdown or text documents (the variant's context.documents)."""
+    train: str | None = None
+    """JSONL conversations whose rows name their ``source`` document (file name relative to documents); none:
+    questions are drafted from the passages (see synthetic). Never the evaluation cases."""
+    output: str = ""
+    """Folder to write the trained model, its card and README to."""
+    base: str | None = None
+    """Sentence-transformers model folder to start from; none: the packaged all-MiniLM-L6-v2."""
+    kind: Literal["bi-encoder", "cross-encoder"] = "bi-encoder"
+    """'bi-encoder': the embedding model of dense and hybrid retrieval (context.embedder); 'cross-encoder': a
+    reranker scoring a question and a passage together (context.rerank)."""
+    turns: Literal["first", "all"] = "first"
+    """Questions of a conversation: its 'first' user message, or 'all' that the assistant answers (a follow-up
+    searched with the turn before it, as the served retriever does). A row names one source, and later turns
+    often move on to another document."""
+    epochs: float = 1.0
+    """Passes over the training pairs."""
+    batch_size: int = 32
+    """Pairs per step; for the bi-encoder every other pair's passages in the batch are negatives too."""
+    learning_rate: float = 2e-5
+    """Peak learning rate (AdamW, linear decay)."""
+    warmup_ratio: float = 0.1
+    """Share of the steps spent warming the learning rate up from 0."""
+    max_seq_length: int = 256
+    """Longest question or passage in tokens (for the cross-encoder: both together); longer are truncated."""
+    chunk_words: int = 120
+    """Largest passage, in words: must be the serving variant's context.chunk_words, so that training sees the
+    passages retrieval will rank."""
+    hard_negatives: int = 1
+    """Passages of other documents that BM25 ranks highest for the question, per pair (the cross-encoder needs
+    at least 1: they are its label-0 examples)."""
+    validation_fraction: float = 0.15
+    """Share of the conversations (or drafted passages) held out for the card's before/after figures."""
+    seed: int = 0
+    """Seed of the split, the data order and the initialisation."""
+    synthetic: bool = False
+    """Draft questions from the passages with a base model instead of reading conversations (also the case
+    when train is none)."""
+    drafting: DraftingSettings = field(default_factory=DraftingSettings)
+    root: str = "."
+    """Folder of the config file; relative paths resolve against it."""
+
+
+def load_retriever_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RetrieverTrainConfig:
+    """Reads a retriever training file and applies KEY=VALUE overrides; every problem reported at once, naming
+    the file, before any data or model is read."""
+    path = Path(path)
+    data = apply_overrides(read_settings_file(path, "retriever training config"), list(overrides))
+    errors: list[str] = []
+    data.pop("root", None)
+    config = build_settings(RetrieverTrainConfig, data, "", errors)
+    config.root = str(path.parent.resolve())
+    if not errors:
+        if not config.documents:
+            errors.append("documents: the documents folder is needed")
+        elif not config.resolve(config.documents).is_dir():
+            errors.append(f"documents: {config.resolve(config.documents)} is not a folder")
+        if config.train and config.synthetic:
+            errors.append("synthetic: true drafts questions instead of reading train; set one of them")
+        elif config.train and not config.resolve(config.train).is_file():
+            errors.append(f"train: {config.resolve(config.train)} does not exist")
+        if not config.output:
+            errors.append("output: the folder to write is needed")
+        if config.base and not (config.resolve(config.base) / "config.json").is_file():
+            errors.append(f"base: {config.resolve(config.base)} is not a model folder (no config.json)")
+        for key, value, low in (("batch_size", config.batch_size, 1), ("max_seq_length", config.max_seq_length, 16),
+                                ("chunk_words", config.chunk_words, 10), ("hard_negatives", config.hard_negatives, 0),
+                                ("drafting.questions_per_passage", config.drafting.questions_per_passage, 1),
+                                ("drafting.max_new_tokens", config.drafting.max_new_tokens, 8)):
+            if value < low:
+                errors.append(f"{key}: must be at least {low}")
+        if config.kind == "cross-encoder" and config.hard_negatives < 1:
+            errors.append("hard_negatives: the cross-encoder needs at least 1 (they are its label-0 examples)")
+        for key in ("epochs", "learning_rate"):
+            if getattr(config, key) <= 0:
+                errors.append(f"{key}: must be above 0")
+        for key in ("warmup_ratio", "validation_fraction"):
+            if not 0 <= getattr(config, key) < 1:
+                errors.append(f"{key}: must be in [0, 1)")
+    _raise(path, errors)
+    return config
