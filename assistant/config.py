@@ -110,6 +110,13 @@ class GenerationSettings:
     """Above 1.0 discourages repeating tokens."""
     seed: int = 0
     """Random seed for sampling."""
+    verify: Literal["off", "drop", "retry", "abstain"] = "off"
+    """Check each answer before it is shown: its checkable facts (amounts, durations, dates, counts, names...)
+    against what the model was shown (the passages, the persona, the conversation). 'off': no check; 'drop':
+    remove the sentences stating a fact found nowhere there (every one removed: say prompt.variables.abstention,
+    else a fixed sentence); 'retry': ask once more, greedily, saying what was not in the passages, keep the
+    answer with fewer unsupported facts, then drop; 'abstain': say the abstention text when any fact is
+    unsupported. A streamed answer is checked when it ends, and the chat then replaces it."""
 
 
 ENGINES = ("auto", "transformers", "llamacpp", "openai", "vllm")
@@ -214,7 +221,8 @@ class Variant(FileSettings):
 
 ADDED_SETTINGS = [("context", "min_relevance"), ("prompt", "few_shot_selection"), ("context", "embedder"),
                   ("context", "conversations"), ("context", "conversations_k"), ("context", "rerank"),
-                  ("context", "rerank_candidates"), ("context", "expand"), ("context", "max_words")]
+                  ("context", "rerank_candidates"), ("context", "expand"), ("context", "max_words"),
+                  ("generation", "verify")]
 """Settings added after variants were first hashed: left out of the hash while at their default, so that
 every variant written before them (reports' winners, adapters' variant files, feedback rows) keeps its hash."""
 

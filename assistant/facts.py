@@ -122,7 +122,9 @@ IRREGULAR_PLURALS = {"people": "person", "children": "child", "men": "man", "wom
                      "mice": "mouse", "geese": "goose", "lives": "life", "knives": "knife", "shelves": "shelf"}
 _NAME = re.compile(r"\b([A-Z][a-z]+(?:[A-Z][a-z0-9]+)*(?:[ -][A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)*)*)\b")
 _YES_NO = re.compile(r"^\W*(yes|no)\b", re.I)
-_SENTENCE_START = re.compile(r"(?:^|[.!?:\n]\s*)([A-Z][a-z]+)")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;)\]\n]\s*)[*_\"'“‘(\[>#\-•–—\s]*([A-Z][a-z]+)")
+"""A capitalised word that starts a sentence, a line or a list item, after any markup (bullets, bold, quotes,
+brackets, headings): capitalised there by position, so it is a name only when English rarely uses it."""
 COMMON_CAPITALISED = {
     "I", "You", "We", "Our", "Your", "The", "This", "That", "These", "If", "It", "Please", "Thanks", "Hi", "Hello",
     "Sorry", "Yes", "No", "A", "An", "Contact", "Call", "Visit", "Use", "Try", "Send", "Email", "Open", "Check", "Go",

@@ -2,6 +2,7 @@
 
     history -> retrieve passages -> render template -> trim history to budget -> chat template -> tokens
             -> engine (streamed piece by piece, or a batch at once) -> stop at end of turn or a stop text
+            -> the answer's facts checked against the prompt (``generation.verify``, assistant/verify.py)
 
 ``Bot.prepare`` does everything up to the tokens and is what ``assistant render`` prints, so what you
 inspect is exactly what the model receives, whichever engine generates (assistant/engines/).
@@ -28,6 +29,7 @@ from assistant.evidence import Evidence, EvidenceSettings
 from assistant.models.loading import LoadedBase, attach_adapter, shared_base, shared_tokenizer
 from assistant.prompts import PromptTemplate, find_template, render_messages
 from assistant.retrieval import Retriever
+from assistant.verify import FALLBACK_ABSTENTION, Verified, check_answer, retry_instruction
 
 DEFAULT_CONTEXT_CAP = 4096
 IGNORE = -100  # label value a loss skips: the prompt's tokens in an encoded example
@@ -66,6 +68,9 @@ class Reply:
     """'stop': the answer ended by itself (or at a stop text); 'length': cut at the token limit."""
     abstained: bool = False
     """Retrieval found nothing relevant enough, so the bot abstained without asking the model."""
+    verified: Verified | None = None
+    """What the ``generation.verify`` check found and changed (``text`` is already its result); None when the
+    check is off or the model was not asked."""
 
 
 _RETRIEVERS: dict[tuple, Retriever] = {}
@@ -271,7 +276,6 @@ class Bot:
         ``max_new_tokens`` (default: the variant's) is reserved out of the context window."""
         if not history or history[-1]["role"] != "user":
             raise ValueError("the conversation must end with a user message")
-        tokenizer = self.tokenizer
         ctx = self.variant.context
         found = self.retriever.find(retrieval_query(history)) if self.retriever else None
         examples = self.examples_for(history)
@@ -289,13 +293,28 @@ class Bot:
                 passages=passages,
                 examples=examples,
             )
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return messages, text, tokenizer(text, add_special_tokens=False)["input_ids"]
+            return messages, *self.chat_prompt(messages)
 
         kept, dropped = trim_history(history, lambda h: len(render(h)[2]), budget)
         messages, text, ids = render(kept)
         return PreparedPrompt(messages, text, ids, passages, dropped, budget,
                               found.relevance if found else None, abstention)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
+        """The messages through the tokenizer's chat template, ending where the answer starts: text and ids."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text, self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def reprompt(self, prepared: PreparedPrompt, instruction: str) -> PreparedPrompt:
+        """``prepared`` with ``instruction`` added at the end of its system message (a system message of its own
+        first, when the template writes none): the prompt of a retry."""
+        messages = [dict(m) for m in prepared.messages]
+        if messages and messages[0]["role"] == "system":
+            messages[0]["content"] = messages[0]["content"].rstrip() + "\n\n" + instruction
+        else:
+            messages.insert(0, {"role": "system", "content": instruction})
+        text, ids = self.chat_prompt(messages)
+        return dataclasses.replace(prepared, messages=messages, text=text, input_ids=ids)
 
     def answer_text(self, prepared: PreparedPrompt, answer: str) -> str:
         """What the chat template writes after the served prompt when ``answer`` is the reply: the answer and
@@ -328,7 +347,9 @@ class Bot:
         """Yields the answer's text piece by piece as tokens are generated; stops at the end of turn.
 
         Closing the iterator early (the user left) stops generation at the next token. When given,
-        ``stats`` gets ``new_tokens`` (answer tokens) and ``finish_reason`` once the stream ends.
+        ``stats`` gets ``new_tokens`` (answer tokens) and ``finish_reason`` once the stream ends, and, unless
+        ``generation.verify`` is off, ``verified``: the answer after that check (``Verified``), which is what
+        to show in place of the streamed text.
         """
         sampling = sampling or self.sampling()
         if prepared.abstention is not None:
@@ -337,8 +358,13 @@ class Bot:
             yield prepared.abstention
             return
         engine = self.engine
-        yield from cut_at_stop(engine.stream(prepared.input_ids, self._adapter_handle, sampling, stats),
-                               sampling.stop, stats)
+        text = ""
+        for piece in cut_at_stop(engine.stream(prepared.input_ids, self._adapter_handle, sampling, stats),
+                                 sampling.stop, stats):
+            text += piece
+            yield piece
+        if stats is not None and self.variant.generation.verify != "off":
+            stats["verified"] = self.verified([prepared], [text.strip()], sampling)[0]
 
     def _token_count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -364,9 +390,10 @@ class Bot:
                 first = time.perf_counter() - started
             pieces.append(piece)
         seconds = time.perf_counter() - started
-        text = "".join(pieces).strip()
+        verified = stats.get("verified")
+        text = verified.text if verified else "".join(pieces).strip()
         return Reply(text, prepared.passages, len(prepared.input_ids), stats["new_tokens"], seconds, first,
-                     stats.get("finish_reason", "stop"), prepared.abstention is not None)
+                     stats.get("finish_reason", "stop"), prepared.abstention is not None, verified)
 
     def reply_batch(self, histories: list[list[dict[str, str]]], batch_size: int = 8,
                     sampling: Sampling | None = None) -> list[Reply]:
@@ -378,15 +405,40 @@ class Bot:
             prepared = [self.prepare(h, sampling.max_new_tokens) for h in histories[start : start + batch_size]]
             asked = [p for p in prepared if p.abstention is None]  # abstentions need no model
             began = time.perf_counter()
-            done = iter(self.engine.generate([p.input_ids for p in asked], self._adapter_handle, sampling)
-                        if asked else [])
+            completions = self.engine.generate([p.input_ids for p in asked], self._adapter_handle, sampling) \
+                if asked else []
+            checked = self.verified(asked, [c.text.strip() for c in completions], sampling)
             seconds = time.perf_counter() - began
+            done = iter(zip(completions, checked))
             for p in prepared:
                 if p.abstention is not None:
                     replies.append(Reply(p.abstention, p.passages, len(p.input_ids),
                                          self._token_count(p.abstention), 0.0, abstained=True))
                     continue
-                c = next(done)
-                replies.append(Reply(c.text.strip(), p.passages, len(p.input_ids), c.new_tokens, seconds,
-                                     finish_reason=c.finish_reason))
+                c, verified = next(done)
+                replies.append(Reply(verified.text if verified else c.text.strip(), p.passages, len(p.input_ids),
+                                     c.new_tokens, seconds, finish_reason=c.finish_reason, verified=verified))
         return replies
+
+    def verified(self, prepared: list[PreparedPrompt], answers: list[str],
+                 sampling: Sampling) -> list[Verified | None]:
+        """The answers after the variant's ``generation.verify`` check (assistant/verify.py) against the prompts
+        they were generated from; None each when it is off. With 'retry', the answers stating unsupported facts
+        are asked again in one greedy batch; a retry whose prompt would not fit the budget is not asked (its
+        answer is dropped as in 'drop')."""
+        mode = self.variant.generation.verify
+        if mode == "off":
+            return [None] * len(answers)
+        abstention = str(self.variant.prompt.variables.get("abstention", "")).strip() or FALLBACK_ABSTENTION
+        retries: dict[int, PreparedPrompt] = {}
+        for i, (p, answer) in enumerate(zip(prepared, answers)):
+            instruction = retry_instruction(answer, p.text) if mode == "retry" else None
+            retry = self.reprompt(p, instruction) if instruction else None
+            if retry and len(retry.input_ids) <= p.budget:
+                retries[i] = retry
+        greedy = dataclasses.replace(sampling, temperature=0.0)
+        again = self.engine.generate([r.input_ids for r in retries.values()], self._adapter_handle, greedy) \
+            if retries else []
+        retried = {i: c.text.strip() for i, c in zip(retries, again)}
+        return [check_answer(answer, p.text, mode, abstention, retried.get(i))
+                for i, (p, answer) in enumerate(zip(prepared, answers))]

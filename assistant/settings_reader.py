@@ -101,6 +101,8 @@ def check_value(value: Any, annotation: Any, where: str, errors: list[str]) -> A
         inner = [a for a in args if a is not type(None)]
         return check_value(value, inner[0], where, errors)
     if origin is Literal:
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            value = "on" if value else "off"  # YAML 1.1 reads a bare off (no, false) as false, on as true
         if value not in args:
             errors.append(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value

@@ -47,10 +47,41 @@ def test_respond_streams_and_cites_passages(tiny_variant):
     assert len(updates) >= 3  # placeholder, at least one streamed piece, final answer with sources
     answer = final_chat[-1]["content"][0]["text"]
     assert final_chat[-2]["content"][0]["text"] == "How many days to return a grinder?"
-    assert "**Sources:** [1] returns.md - Returns > Window" in answer
-    assert "30 days" in panel
     expected = bot.reply([{"role": "user", "content": "How many days to return a grinder?"}]).text
-    assert answer.split(ui.SOURCES_MARK)[0].strip() == expected  # the app serves the one generation path
+    footer = ui.format_sources(bot.prepare([{"role": "user", "content": "How many days to return a grinder?"}])
+                               .passages, expected)[0]
+    assert answer == expected + footer  # the app serves the one generation path
+    assert "[1] returns.md - Returns > Window" in footer  # what the answer cites, or else every passage retrieved
+    assert "30 days" in panel
+
+
+def test_respond_replaces_the_answer_with_the_checked_one_and_says_what_changed(tiny_variant, monkeypatch):
+    from gradio_client import Client
+
+    from assistant.generate import Bot
+    from assistant.serve import ui
+    from assistant.variants import load_variant
+
+    bot = Bot(load_variant(tiny_variant.to_dict(), ["generation.verify=drop"]))
+
+    def stream(input_ids, adapter, sampling, stats=None):  # a hand-made answer: $99 is in no passage
+        yield from ["You have 30 days [1]. ", "Shipping back costs $99 [1]."]
+        if stats is not None:
+            stats.update(new_tokens=9, finish_reason="stop")
+
+    monkeypatch.setattr(bot.engine, "stream", stream)
+    demo = ui.build_app(bot, title="Acme")
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        final_chat = Client(url, verbose=False).predict("How many days to return a grinder?", [],
+                                                        api_name="/respond")[1]
+    finally:
+        demo.close()
+    answer = final_chat[-1]["content"][0]["text"]
+    assert answer == ("You have 30 days [1]." + ui.CHECK_MARK + "Removed a sentence whose facts are not in the "
+                      "sources: “Shipping back costs $99.”" + ui.SOURCES_MARK + "[1] returns.md - Returns > Window")
+    assert ui.to_model_history(final_chat)[-1]["content"] == "You have 30 days [1]."  # what the model sees next
 
 
 def launch_with_arena(tiny_variant, tmp_path):
@@ -137,7 +168,7 @@ def test_evaluation_tab_shows_the_latest_servable_report():
 
 def test_the_sources_footer_lists_what_the_answer_cites():
     """Citation mode: an answer that cites [n] gets only those sources under it; one that cites nothing gets
-    every retrieved passage, as before."""
+    every retrieved passage, labelled as retrieved and not cited; neither footer reaches the model's history."""
     from assistant.context import Passage, cited_numbers
     from assistant.serve import ui
 
@@ -146,5 +177,10 @@ def test_the_sources_footer_lists_what_the_answer_cites():
     assert cited_numbers("You have 30 days [1]. Refunds take 5 days [2, 1]; see [7].", 3) == [1, 2]
     footer, panel = ui.format_sources(passages, "Refunds take 5 days [2].")
     assert footer == ui.SOURCES_MARK + "[2] refunds.md - Refunds"
-    assert ui.format_sources(passages, "Refunds take 5 days.")[0].count("[") == 3
+    assert ui.format_sources(passages, "Refunds take 5 days [7].")[0] == (
+        ui.RETRIEVED_MARK + "[1] returns.md - Returns > Window; [2] refunds.md - Refunds; [3] warranty.md - Warranty")
+    assert "Retrieved (not cited)" in ui.RETRIEVED_MARK
+    chat = [{"role": "assistant", "content": "Refunds take 5 days." + ui.CHECK_MARK + "Removed ..." + footer},
+            {"role": "assistant", "content": "Refunds take 5 days." + ui.RETRIEVED_MARK + "[1] returns.md"}]
+    assert [m["content"] for m in ui.to_model_history(chat)] == ["Refunds take 5 days."] * 2
     assert panel.count("**[") == 3  # the panel always shows every passage the model saw

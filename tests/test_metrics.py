@@ -13,8 +13,8 @@ import pytest
 
 from assistant.metrics import HIGHER_IS_BETTER, METRICS_DIR, SCALE, available_metrics, load_metric
 
-NAMES = ["abstention", "accuracy", "bleu", "chrf", "context_recall", "exact_match", "grounding", "key_facts", "macro_f1", "perplexity", "rouge_l",
-         "semantic_similarity"]
+NAMES = ["abstention", "accuracy", "bleu", "chrf", "citations", "context_recall", "exact_match", "grounding",
+         "key_facts", "macro_f1", "perplexity", "rouge_l", "semantic_similarity"]
 
 
 def _refuse_network(*args, **kwargs):
@@ -258,3 +258,46 @@ def test_abstention_scores_the_decision_to_answer_or_abstain(metric):
     assert result["abstained"] == [1, 0, 0, 1] and result["expected"] == [1, 1, 0, 0]
     assert result["scores"] == [1.0, 0.0, 1.0, 0.0] and result["abstention"] == 0.5
     assert result["abstention_rate"] == 0.5 and result["false_abstention_rate"] == 0.5
+
+
+def test_citations_count_cited_facts_found_in_the_passages_they_cite(metric):
+    passages = ["Returns: opened grinders are accepted within 30 days.",  # [1]
+                "Fees: a 15% restocking fee applies to opened items.",    # [2]
+                "Refunds reach your card within 5 business days."]       # [3]
+    result = metric("citations").compute(
+        predictions=[
+            # 30 days cited to [1], which holds it; 15% cited to [1], though only [2] holds it; 5 business days
+            # cited to nothing; the leading yes is a stance, no fact
+            "Yes, you have 30 days to return it [1]. A 15% fee applies [1]. Refunds take 5 business days.",
+            "The fee is 15% [7].",                           # [7] of 3 passages: no citation at all
+            "I can't find that in our help articles.",       # abstains: not applicable
+            "Sure, happy to help [2].",                      # cites, states no fact: rate only
+            "Opened items carry a 15% fee. [2] Refunds take 5 business days [3].",  # a mark after the stop counts
+            "You have 30 days [1]."],                        # shown no passage: not applicable
+        references=[passages] * 5 + [[]])
+    assert result["facts"] == [3, 1, 0, 0, 2, 0] and result["cited"] == [2, 0, 0, 0, 2, 0]
+    assert result["correct"] == [1, 0, 0, 0, 2, 0]
+    assert result["applicable"] == [1, 1, 0, 1, 1, 0] and result["citing"] == [1, 0, 0, 1, 1, 0]
+    nan = float("nan")
+    assert result["scores"] == pytest.approx([1 / 3, 0.0, nan, nan, 1.0, nan], nan_ok=True)  # precision
+    assert result["recall_scores"] == pytest.approx([2 / 3, 0.0, nan, nan, 1.0, nan], nan_ok=True)
+    assert result["rate_scores"] == pytest.approx([1.0, 0.0, nan, 1.0, 1.0, nan], nan_ok=True)
+    assert result["citations"] == 3 / 6 and result["citation_recall"] == 4 / 6  # ratios of sums over the answers
+    assert result["citation_rate"] == 3 / 4
+    none = metric("citations").compute(predictions=["I don't know."], references=[passages])
+    assert math.isnan(none["citations"]) and math.isnan(none["citation_rate"]) and none["facts"] == [0]
+
+
+def test_scoring_hands_citations_each_answer_its_passages_one_by_one(metric):
+    from types import SimpleNamespace
+
+    from assistant.evaluation.answers import Answer
+    from assistant.evaluation.scoring import score_run
+
+    shown = ["Fees: a 15% restocking fee.", "Returns: within 30 days."]
+    records = [Answer("a", "You have 30 days [2].", 5, 50, ["fees.md", "returns.md"], passage_texts=shown),  # right
+               Answer("b", "You have 30 days [1].", 5, 50, ["fees.md", "returns.md"], passage_texts=shown)]  # wrong
+    suite = SimpleNamespace(metrics=["citations"], cases=[SimpleNamespace(reference="30 days.")] * 2, labels=[],
+                            bootstrap_rounds=50)
+    scores = score_run(suite, SimpleNamespace(records=records, variant=None))["citations"]
+    assert scores.per_case == [1.0, 0.0] and scores.extra["correct"] == [1, 0] and scores.estimate.value == 0.5

@@ -88,13 +88,19 @@ def cmd_chat(args: argparse.Namespace) -> int:
             history = []
             continue
         history.append({"role": "user", "content": message})
-        prepared, stream = bot.start(history)
+        stats: dict = {}
+        prepared, stream = bot.start(history, stats=stats)
         pieces = []
         print("bot> " if interactive else "", end="", flush=True)
         for piece in stream:
             pieces.append(piece)
             print(piece, end="", flush=True)
         print()
+        verified = stats.get("verified")  # generation.verify's check, made once the answer is complete
+        if verified and verified.changed:  # the checked answer replaces the streamed one
+            print(f"checked: {verified.note()}", file=sys.stderr, flush=True)
+            print(("bot> " if interactive else "") + verified.text, flush=True)
+            pieces = [verified.text]
         if prepared.passages and not args.no_sources:
             print("sources: " + "; ".join(p.cite() for p in prepared.passages), flush=True)
         history.append({"role": "assistant", "content": "".join(pieces).strip()})

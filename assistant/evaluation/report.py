@@ -43,6 +43,7 @@ METRIC_TITLES = {
     "key_facts": "Key-fact recall",
     "grounding": "Grounding",
     "context_recall": "Context recall",
+    "citations": "Citation precision",
     "abstention": "Abstention (right decisions)",
 }
 

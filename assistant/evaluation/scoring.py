@@ -65,7 +65,8 @@ def score_run(suite: Suite, run: VariantRun) -> dict[str, MetricScores]:
             part, whole = (np.array(result[k], dtype=float) for k in FACT_METRICS[name])
             statistic = lambda idx, part=part, whole=whole: float(part[idx].sum() / max(whole[idx].sum(), 1))
         elif name in FACT_METRICS:
-            sources = references if name == "key_facts" else prompt_texts(run, suite)
+            sources = (references if name == "key_facts" else shown_passages(run, suite) if name == "citations"
+                       else prompt_texts(run, suite))
             result = module.compute(predictions=answers, references=sources)
             part, whole = (np.array(result[k], dtype=float) for k in FACT_METRICS[name])
             statistic = lambda idx, part=part, whole=whole: float(part[idx].sum() / max(whole[idx].sum(), 1))
@@ -83,7 +84,7 @@ def score_run(suite: Suite, run: VariantRun) -> dict[str, MetricScores]:
 
 
 FACT_METRICS = {"key_facts": ("stated", "facts"), "grounding": ("supported", "claimed"),
-                "context_recall": ("in_context", "facts")}
+                "context_recall": ("in_context", "facts"), "citations": ("correct", "facts")}
 """Fact metrics, aggregated as a ratio of sums over the cases (cases without facts weigh nothing), with the
 per-case counts their module returns for it. Their per-case counts of errors get intervals of their own."""
 FACT_ERRORS = {"key_facts": "contradicted", "grounding": "unsupported"}
@@ -112,6 +113,13 @@ def shown_texts(run: VariantRun, suite: Suite) -> list[str]:
         if record.passage_texts is None:
             record.passage_texts = [p.text for p in passages]
     return ["\n\n".join(r.passage_texts) for r in run.records]
+
+
+def shown_passages(run: VariantRun, suite: Suite) -> list[list[str]]:
+    """The passages each answer was shown, one text each in the order shown (passage [1] first), found as
+    ``shown_texts`` finds them: the citation metric needs to tell them apart."""
+    shown_texts(run, suite)  # fills in the records' passage_texts where an older cache lacks them
+    return [list(r.passage_texts) for r in run.records]
 
 
 def _macro_f1_statistic(predicted: list[str], gold: list[str], labels: list[str]) -> Callable:

@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 SOURCES_MARK = "\n\n---\n**Sources:** "
+RETRIEVED_MARK = "\n\n---\n**Retrieved (not cited):** "
+CHECK_MARK = "\n\n---\n**Checked against the sources:** "
+FOOTER_MARKS = (SOURCES_MARK, RETRIEVED_MARK, CHECK_MARK)
+"""What the app writes under an answer; the conversation the model sees ends each answer before them."""
 NO_PASSAGES = "_Passages used for the latest answer appear here._"
 EXAMPLES = [
     "How long do I have to return a grinder?",
@@ -34,10 +38,13 @@ def message_text(content: Any) -> str:
 
 
 def to_model_history(chat: list[dict]) -> list[dict[str, str]]:
-    """The conversation as the model should see it: text only, without the sources footer we display."""
+    """The conversation as the model should see it: text only, without the footers we display."""
     out = []
     for m in chat:
-        text = message_text(m.get("content")).split(SOURCES_MARK, 1)[0].strip()
+        text = message_text(m.get("content"))
+        for mark in FOOTER_MARKS:
+            text = text.split(mark, 1)[0]
+        text = text.strip()
         if m.get("role") in ("user", "assistant") and text:
             out.append({"role": m["role"], "content": text})
     return out
@@ -45,13 +52,15 @@ def to_model_history(chat: list[dict]) -> list[dict[str, str]]:
 
 def format_sources(passages, answer: str = "") -> tuple[str, str]:
     """A one-line citation footer for the answer and a Markdown panel with the passages' text. When the answer
-    cites passages as [n], the footer lists the cited ones only; otherwise every retrieved passage."""
+    cites passages as [n], the footer lists the cited ones only, as its sources; otherwise every retrieved
+    passage, labelled as retrieved and not cited."""
     from assistant.context import cited_numbers
 
     if not passages:
         return "", "_No passages retrieved for this message._"
-    cited = cited_numbers(answer, len(passages)) or range(1, len(passages) + 1)
-    footer = SOURCES_MARK + "; ".join(f"[{i}] {passages[i - 1].cite()}" for i in cited)
+    cited = cited_numbers(answer, len(passages))
+    mark = SOURCES_MARK if cited else RETRIEVED_MARK
+    footer = mark + "; ".join(f"[{i}] {passages[i - 1].cite()}" for i in cited or range(1, len(passages) + 1))
     panel = "\n\n".join(f"**[{i}] {p.cite()}**\n\n{p.text}" for i, p in enumerate(passages, 1))
     return footer, panel
 
@@ -115,8 +124,9 @@ def chat_tab(bot, store, limits) -> None:
         history = _checked(to_model_history(chat) + [{"role": "user", "content": message}], limits)
         shown = chat + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
         yield "", shown, "_Retrieving..._"
+        stats: dict[str, Any] = {}
         try:
-            prepared, stream = bot.start(history)
+            prepared, stream = bot.start(history, stats=stats)
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
         panel = format_sources(prepared.passages)[1]
@@ -125,8 +135,11 @@ def chat_tab(bot, store, limits) -> None:
             text += piece
             shown[-1] = {"role": "assistant", "content": text}
             yield "", shown, panel
+        verified = stats.get("verified")  # the answer after generation.verify's check replaces the streamed one
+        text = verified.text if verified else text
+        note = CHECK_MARK + verified.note() if verified and verified.changed else ""
         footer = "" if prepared.abstention is not None else format_sources(prepared.passages, text)[0]
-        shown[-1] = {"role": "assistant", "content": text.strip() + footer}
+        shown[-1] = {"role": "assistant", "content": text.strip() + note + footer}
         yield "", shown, panel
 
     def rate(chat: list[dict], like: gr.LikeData, request: gr.Request):
@@ -201,12 +214,12 @@ def arena_tab(arena: dict, store, limits, rng: random.Random):
         hidden = "Names are hidden until you vote."
         texts = {}
         for side, name in (("a", left), ("b", right)):
-            text = ""
-            for piece in arena[name].start(conversation)[1]:
+            text, stats = "", {}
+            for piece in arena[name].start(conversation, stats=stats)[1]:
                 text += piece
                 shown[side][-1] = {"role": "assistant", "content": text}
                 yield "", shown["a"], shown["b"], hidden, None
-            texts[side] = text.strip()
+            texts[side] = (stats["verified"].text if stats.get("verified") else text).strip()
             shown[side][-1] = {"role": "assistant", "content": texts[side]}
         state = {"conversation": conversation, "voted": False,
                  "a": [left, arena[left].variant.variant_hash(), texts["a"]],
