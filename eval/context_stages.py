@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--try", dest="tries", action="append", default=[], metavar="'NAME: KEY=VALUE ...'",
                         help="a named set of setting changes to measure (repeatable); the variant as it is comes first")
     parser.add_argument("--json", metavar="FILE", help="also write every case's figures to this JSON file")
+    parser.add_argument("--gold", action="store_true",
+                        help="also print the context recall of showing each case's whole source document (the "
+                             "most that retrieval from that document could hold)")
     args = parser.parse_args()
 
     suite = load_suite(args.suite, only=[args.variant])
@@ -101,6 +104,16 @@ def main() -> None:
         for group in groups:
             chosen = [r for r in rows if group is None or group in r["tags"]]
             print("| " + " | ".join([name, group or "all", *summary(chosen)]) + " |", flush=True)
+    if args.gold:
+        docs = Path(base.resolve(base.context.documents))
+        for group in groups:
+            facts = held = 0
+            for case in suite.cases:
+                if abstains(case.reference) or not case.source or (group and group not in case.tags):
+                    continue
+                f, h, _ = compare_facts((docs / case.source).read_text(encoding="utf-8"), case.reference)
+                facts, held = facts + f, held + h
+            print(f"whole source document, {group or 'all'}: context recall {held / max(facts, 1):.2f} ({facts} facts)")
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=1))
 
