@@ -103,6 +103,18 @@ def build_tiny_encoder(folder: Path, texts: list[str]) -> Path:
     return folder / "encoder"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train no faster on two threads, and two threads slow down many times over when another
+    process keeps the cores busy (OpenMP threads wait for each other at every step)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory) -> Path:
     texts = list(DOCUMENTS.values()) + [f"{q} {a}" for q, a, _ in ROWS]
@@ -197,7 +209,8 @@ def test_a_trained_embedder_retrieves_its_training_questions_better(workspace, t
     config = load_retriever_config(workspace / "retriever.yaml", ["validation_fraction=0"])
     folder = train_retriever(config, quiet=True)
     before, after = training_hit_at_1(tiny_encoder, workspace), training_hit_at_1(folder, workspace)
-    assert after >= 0.8 and after >= before + 0.5, (before, after)  # measured: 0.2 before, 0.9 to 0.97 after
+    # measured in 28 processes: 0.13 to 0.4 before, 0.9 to 1.0 after, never less than 0.53 apart
+    assert after >= 0.8 and after >= before + 0.3, (before, after)
 
 
 def test_the_output_folder_holds_the_model_card_and_readme_only(workspace, capsys):
@@ -363,8 +376,10 @@ def test_synthetic_training_drafts_filters_and_trains(workspace, monkeypatch):
 def test_drafting_goes_through_the_bot_and_parses_one_question_per_line(tiny_model_dir, workspace):
     from assistant.training.question_pairs import draft_questions
 
-    drafted = "1. Can I return it?\n2) How long?\n- What does shipping cost me?\nQ3: What does shipping cost me?\nok"
-    assert parse_questions(drafted, 5) == ["Can I return it?", "What does shipping cost me?"]
+    drafted = ("1. Can I return it?\n2) How long?\n- What does shipping cost me?\nQ3: What does shipping cost me?\n"
+               "Returns > Window\nYou may return a grinder within 30 days.\nDo you ship to Canada?")
+    assert parse_questions(drafted, 5) == ["Can I return it?", "What does shipping cost me?", "Do you ship to Canada?"]
+    assert parse_questions(drafted, 2) == ["Can I return it?", "What does shipping cost me?"]
     passages = load_documents(workspace / "docs", 120)[:2]
     drafted = draft_questions(passages, str(tiny_model_dir), "none", count=2, max_new_tokens=12, quiet=True)
     assert len(drafted) == 2 and all(isinstance(q, list) and len(q) <= 2 for q in drafted)
@@ -376,7 +391,7 @@ def test_the_cross_encoder_kind_trains_and_scores_a_positive_above_its_negative(
     from assistant.training.retriever import train_retriever
 
     config = load_retriever_config(workspace / "retriever.yaml", [
-        "kind=cross-encoder", "output=out/reranker", "epochs=25", "batch_size=8", "learning_rate=0.003"])
+        "kind=cross-encoder", "output=out/reranker", "epochs=40", "batch_size=8", "learning_rate=0.003"])
     folder = train_retriever(config, quiet=True)
     card = json.loads((folder / "retriever-card.json").read_text())
     assert card["kind"] == "cross-encoder" and set(card["metrics"]) == {
@@ -389,5 +404,5 @@ def test_the_cross_encoder_kind_trains_and_scores_a_positive_above_its_negative(
     ranked_first = [rerank_scores(folder, p.question.text, [passage_text(p.positive), passage_text(p.negatives[0])])
                     for p in pairs]
     wins = sum(positive > negative for positive, negative in ranked_first)
-    assert wins >= 0.8 * len(pairs), ranked_first
+    assert wins >= 0.8 * len(pairs), ranked_first  # measured in 12 processes: 26 to 29 of 30
     assert rerank_scores(folder, "anything", []) == []

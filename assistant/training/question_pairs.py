@@ -175,19 +175,21 @@ class PairBuilder:
 
 # -- drafting questions from passages ----------------------------------------------------------------------
 
-DRAFT_REQUEST = ("Write {count} different questions that a customer could ask and that this passage answers. "
-                 "Write one question per line and nothing else.\n\nPassage ({where}):\n{text}")
+DRAFT_REQUEST = ("Passage ({where}):\n{text}\n\nWrite {count} different questions that a customer could ask and "
+                 "that this passage answers. Write one question per line, each ending with a question mark, and "
+                 "nothing else.")
 
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)]|Q\d*[:.]|Question\s*\d*[:.])\s*", re.IGNORECASE)
 
 
 def parse_questions(text: str, limit: int) -> list[str]:
-    """The questions in a drafted reply: one per line, list markers dropped, at least three words, no
-    repeats; at most ``limit``."""
+    """The questions in a drafted reply: one per line, list markers dropped, ending with '?' and at least three
+    words long (a small model also echoes the passage's heading or sentences, which would make the round trip
+    all too well), no repeats; at most ``limit``."""
     found: list[str] = []
     for line in text.splitlines():
         line = _BULLET.sub("", line).strip().strip('"').strip()
-        if len(line.split()) >= 3 and line not in found:
+        if line.endswith("?") and len(line.split()) >= 3 and line not in found:
             found.append(line)
     return found[:limit]
 

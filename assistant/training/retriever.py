@@ -303,7 +303,7 @@ def metrics_table(card: dict[str, Any]) -> str:
 def readme(card: dict[str, Any]) -> str:
     kind, q, t = card["kind"], card["data"]["questions"], card["training"]
     use = ("`context.embedder: <this folder>` in a variant (dense and hybrid retrievers)" if kind == "bi-encoder"
-           else "`context.rerank: <this folder>` in a variant, or `rerank_scores(folder, query, texts)`")
+           else "`context.rerank: <this folder>` in a variant, or `assistant.reranking.rerank_scores`")
     scope = ("every passage" if kind == "bi-encoder"
              else f"the top {RERANK_CANDIDATES} hybrid candidates (BM25 + packaged MiniLM), reranked")
     return f"""# Domain retriever ({kind})
