@@ -1,5 +1,5 @@
 """`make demo`, the README's first command, started the way it starts: `python app.py` with no --variant, so
-the newest evaluation winner on its default engine, with the real embedded model. One question through the
+the promoted evaluation winner on its default engine, with the real embedded model. One question through the
 OpenAI-compatible API must come back answered by the winner."""
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ def demo_command() -> list[str]:
     return [sys.executable, "app.py"]
 
 
-def test_make_demo_serves_the_newest_winner_and_answers(tmp_path):
+def test_make_demo_serves_the_promoted_winner_and_answers(tmp_path):
     import httpx
 
-    from assistant.serve.winner import latest_winner
+    from assistant.serve.winner import served_variant_file
     from assistant.variants import load_variant
 
-    winner = latest_winner(ROOT / "eval" / "reports")
-    assert winner is not None, "the repo has no servable evaluation winner"
+    winner, _ = served_variant_file(None, ROOT / "eval" / "reports")  # the promoted winner, as the app serves
+    assert winner.name == "winner.yaml", "the repo has no servable evaluation winner"
     expected = load_variant(winner)
     port = free_port()
     log = tmp_path / "demo.log"
