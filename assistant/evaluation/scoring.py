@@ -60,14 +60,8 @@ def score_run(suite: Suite, run: VariantRun) -> dict[str, MetricScores]:
             else:
                 result = module.compute(predictions=predicted, references=gold)
                 statistic = mean_of(result["scores"])
-        elif name == "context_recall":
-            result = module.compute(predictions=shown_texts(run, suite), references=references)
-            part, whole = (np.array(result[k], dtype=float) for k in FACT_METRICS[name])
-            statistic = lambda idx, part=part, whole=whole: float(part[idx].sum() / max(whole[idx].sum(), 1))
         elif name in FACT_METRICS:
-            sources = (references if name == "key_facts" else shown_passages(run, suite) if name == "citations"
-                       else prompt_texts(run, suite))
-            result = module.compute(predictions=answers, references=sources)
+            result = module.compute(**_fact_inputs(name, answers, references, run, suite))
             part, whole = (np.array(result[k], dtype=float) for k in FACT_METRICS[name])
             statistic = lambda idx, part=part, whole=whole: float(part[idx].sum() / max(whole[idx].sum(), 1))
         else:
@@ -87,6 +81,16 @@ FACT_METRICS = {"key_facts": ("stated", "facts"), "grounding": ("supported", "cl
                 "context_recall": ("in_context", "facts"), "citations": ("correct", "facts")}
 """Fact metrics, aggregated as a ratio of sums over the cases (cases without facts weigh nothing), with the
 per-case counts their module returns for it. Their per-case counts of errors get intervals of their own."""
+def _fact_inputs(name: str, answers: list[str], references: list[str], run: VariantRun, suite: Suite) -> dict:
+    """What a fact metric compares: the answers with the references (key_facts), the prompts (grounding) or the
+    passages shown (citations); context_recall compares the passages shown with the references."""
+    if name == "context_recall":
+        return {"predictions": shown_texts(run, suite), "references": references}
+    sources = {"key_facts": lambda: references, "citations": lambda: shown_passages(run, suite)}.get(
+        name, lambda: prompt_texts(run, suite))()
+    return {"predictions": answers, "references": sources}
+
+
 FACT_ERRORS = {"key_facts": "contradicted", "grounding": "unsupported"}
 
 
